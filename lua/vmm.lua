@@ -1,0 +1,108 @@
+-- uvmm's vmm.lua for pyned: start_vm builds uvmm's command line from a table
+-- of options and starts rom/uvmm with the capabilities the VM needs.
+-- Option names, defaults and the command-line order follow uvmm's configs/vmm.lua.
+local L4 = require "L4"
+local user_error = L4.user_error
+
+local M = {}
+M.loader = L4.Loader.new({ mem = L4.Env.user_factory })
+
+function M.table_override(...)
+  local out = {}
+  for _, t in ipairs({ ... }) do
+    for k, v in pairs(t or {}) do out[k] = v end
+  end
+  return out
+end
+
+function M.new_sched(prio, cpus, ...)
+  return L4.Env.user_factory:create(L4.Proto.Scheduler, prio + 10, prio, cpus, ...)
+end
+
+function M.set_sched(opts, prio, cpus, ...)
+  if prio == nil and cpus == nil then return end
+  opts.scheduler = M.new_sched(prio or 0, cpus, ...)
+end
+
+local known = {
+  id = "number", mem = true, mem_align = "number", ram_base = "number", kernel = "string",
+  rd = "string", fdt = true, bootargs = "string", cpus = true, prio = "number", log = true,
+  mon = true, ext_args = "table", ext_caps = "table", net = true, vbus = true, jdb = true,
+  scheduler = "table",
+}
+
+local function check_options(options)
+  if type(options) ~= "table" then user_error("start_vm: expects a table of options") end
+  for k, v in pairs(options) do
+    local want = known[k]
+    if want == nil then
+      user_error("start_vm: unknown option '" .. tostring(k) .. "'")
+    elseif want ~= true and type(v) ~= want then
+      user_error("start_vm: option '" .. k .. "' must be a " .. want .. ", not a " .. type(v))
+    end
+  end
+end
+
+function M.start_vm(options)
+  check_options(options)
+  local nr = options.id
+  local align = options.mem_align or 21
+  local cmdline = {}
+
+  if type(options.fdt) ~= "table" then options.fdt = { options.fdt } end
+  for _, fdt in ipairs(options.fdt) do
+    if type(fdt) ~= "string" then user_error("start_vm: option 'fdt' must name DTB files") end
+    cmdline[#cmdline + 1] = "-d" .. fdt
+  end
+  if options.bootargs then cmdline[#cmdline + 1] = "-c" .. options.bootargs end
+  if options.rd then cmdline[#cmdline + 1] = "-r" .. options.rd end
+  if options.kernel then cmdline[#cmdline + 1] = "-k" .. options.kernel end
+  if options.ram_base then
+    cmdline[#cmdline + 1] = string.format("-b0x%x", options.ram_base)
+  end
+  for _, a in ipairs(options.ext_args or {}) do cmdline[#cmdline + 1] = tostring(a) end
+
+  local mem = options.mem or 16
+  if type(mem) == "string" then
+    print("start_vm: mem given as a string; use a number of MiB")
+    mem = tonumber(mem)
+    if mem == nil then user_error("start_vm: option 'mem' is not a number") end
+  end
+  local ram
+  if type(mem) == "number" then
+    if mem <= 0 then user_error("start_vm: option 'mem' must be a positive number of MiB") end
+    local flags = L4.Mem_alloc_flags.Continuous | L4.Mem_alloc_flags.Pinned
+                  | L4.Mem_alloc_flags.Super_pages
+    -- On the MPU platform guest-physical is host-physical, so a fixed RAM base
+    -- means a dataspace at that physical address (as the R82 demos allocate it).
+    ram = L4.Env.user_factory:create(L4.Proto.Dataspace, math.floor(mem * 1024 * 1024), flags,
+                                     align, options.ram_base)
+  else
+    ram = mem
+  end
+
+  local caps = M.table_override({ net = options.net, vbus = options.vbus, ram = ram,
+                                  jdb = options.jdb and L4.Env.jdb or nil },
+                                options.ext_caps)
+
+  if options.mon ~= false then
+    if type(options.mon) == "string" then
+      user_error("start_vm: mon = '" .. options.mon .. "': a separate monitor client is not "
+                 .. "available in pyned; use mon = true (the default)")
+    end
+    caps.mon = M.loader.log_fab:create(L4.Proto.Log, "mon" .. tostring(nr), "g")
+  end
+
+  local opts = { caps = caps, scheduler = options.scheduler }
+  if options.log then
+    opts.log = options.log
+  else
+    if nr == nil then user_error("start_vm: give an 'id' (or a 'log')") end
+    opts.log = M.loader.log_fab:create(L4.Proto.Log, "vm" .. nr, "w", "key=" .. nr)
+  end
+  if not opts.scheduler then M.set_sched(opts, options.prio, options.cpus) end
+
+  return M.loader:startv(opts, "rom/uvmm", table.unpack(cmdline))
+end
+
+return M

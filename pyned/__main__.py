@@ -1,0 +1,3 @@
+from pyned.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,81 @@
+"""The ``pyned`` command: ``pyned boot [SCRIPT.lua [ARGS]]``.
+
+Errors a user can cause end in one line and a non-zero status; ``--debug``
+shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+
+from pyned.errors import PynedError
+from pyned.services.rom import PROJECT_ROOT
+
+DEMO_SCRIPT = PROJECT_ROOT / "lua" / "examples" / "demo.lua"
+
+
+def _boot_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("boot", help="run a ned-style Lua script (default: the shipped demo)")
+    p.add_argument("--exit", action="store_true", help="quit right after the script has run")
+    p.add_argument("--wait-and-exit", action="store_true",
+                   help="quit once every task the script started has exited")
+    p.add_argument("-e", "--execute", action="append", default=[], metavar="STMT",
+                   help="run a Lua statement before the script (repeatable)")
+    p.add_argument("--rom", action="append", default=[], type=Path, metavar="DIR",
+                   help="add a folder to the rom/ search path")
+    p.add_argument("--cores", type=int, default=None, help="number of platform cores (default 2)")
+    p.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("script", nargs="?", type=Path, help="the Lua script")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script (arg table)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pyned", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _boot_parser(sub)
+    args = parser.parse_args(argv)
+    debug = getattr(args, "debug", False)
+    try:
+        if args.command == "boot":
+            return _boot(args)
+    except PynedError as err:
+        if debug:
+            traceback.print_exc()
+        print(f"pyned: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("pyned: interrupted", file=sys.stderr)
+        return 130
+    return 2
+
+
+def _boot(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from pyned.ned.runtime import ExitMode, Ned, NedOptions
+    from pyned.platform.board import Board
+    from pyned.system import System, SystemOptions
+
+    script = args.script
+    if script is None and not args.execute:
+        script = DEMO_SCRIPT
+    if args.exit and args.wait_and_exit:
+        raise PynedError("--exit and --wait-and-exit exclude each other")
+    mode = ExitMode.EXIT if args.exit else (
+        ExitMode.WAIT_AND_EXIT if args.wait_and_exit else ExitMode.SERVE)
+    board = Board() if args.cores is None else replace(Board(), cores=args.cores)
+    if board.cores < 1 or board.cores > 8:
+        raise PynedError(f"--cores {board.cores}: the platform has 1 to 8 cores")
+    colour = {"auto": None, "always": True, "never": False}[args.color]
+    rom_dirs = ([script.parent] if script else []) + list(args.rom)
+    system = System(SystemOptions(board=board, rom_dirs=rom_dirs, colour=colour))
+    try:
+        ned = Ned(system, NedOptions(script=script, args=list(args.args),
+                                     execute=list(args.execute), mode=mode, debug=args.debug))
+        return ned.run()
+    finally:
+        system.shutdown()

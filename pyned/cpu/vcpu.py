@@ -1,0 +1,365 @@
+"""One virtual Cortex-R82 core on a Unicorn AArch64 instance.
+
+Unicorn is a fast instruction engine with no exception, interrupt or timer
+machinery (see shared/reference/unicorn-aarch64.md). This class supplies the
+parts of the core a VMM needs from it:
+
+* reset state as uvmm sets it, plus SCR_EL3/HCR_EL2 so that EL1 is AArch64
+  and NS (otherwise ``eret`` sets PSTATE.IL and ``hvc`` is UNDEF);
+* the R82 identity: MIDR/MPIDR through VPIDR_EL2/VMPIDR_EL2 (free: QEMU
+  returns them to NS EL1 natively), the rest through the sysreg trap table;
+* synchronous exceptions the guest takes itself, delivered to its vector
+  table with ESR/FAR recovered from Unicorn's discarded exception state;
+* hypercalls (hvc/smc) handed to the VM's trap handler inside the hook;
+* stage-2 faults (accesses outside every mapped region) reported exactly,
+  from range-limited unmapped-memory hooks that never cover RAM;
+* ``run()``, one ``emu_start``, classified into an ``Exit``.
+"""
+
+from __future__ import annotations
+
+import collections
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Callable, Protocol
+
+from unicorn import (UC_ARCH_ARM64, UC_HOOK_INSN, UC_HOOK_INTR,
+                     UC_HOOK_MEM_UNMAPPED, UC_MEM_FETCH_UNMAPPED, UC_MEM_WRITE_UNMAPPED,
+                     UC_MODE_ARM, UC_PROT_ALL, Uc, UcError)
+from unicorn import arm64_const as A
+
+from pyned.cpu.exceptions import (BOOT_PSTATE, EC, ESR_IL, ExceptionKind, esr_ec, plan_entry,
+                                  pstate_el)
+from pyned.cpu.syndrome import SyndromeLayout
+from pyned.cpu.sysregs import SysRegKey, SysRegTable
+
+# QEMU EXCP_* numbers passed to the interrupt hook.
+EXCP_UDEF = 1
+EXCP_SWI = 2
+EXCP_PREFETCH_ABORT = 3
+EXCP_DATA_ABORT = 4
+EXCP_BKPT = 7
+EXCP_HVC = 11
+EXCP_SMC = 13
+
+WFI_INSN = 0xD503207F
+# Reset VBAR_EL1 (architecturally UNKNOWN) to an address that is never RAM,
+# so "the guest has no vector table yet" is simply "VBAR is not in RAM".
+VBAR_RESET = 0xFFFF_FFFF_FFFF_F800
+# emu_start needs an end address; one the guest can never reach.
+_UNTIL = 0xFFFF_FFFF_FFFF_FFFC
+# The same exception at the same PC this many times in a row is a fault loop.
+_FAULT_LOOP_LIMIT = 64
+
+_X_REGS = [getattr(A, f"UC_ARM64_REG_X{i}") for i in range(29)] + [A.UC_ARM64_REG_X29,
+                                                                    A.UC_ARM64_REG_X30]
+
+
+class ExitKind(Enum):
+    WFI = "wfi"            # the guest executed wfi: idle until an event
+    PREEMPT = "preempt"    # stopped from outside (kick): time slice, interrupt, pause
+    STOP = "stop"          # a trap handler asked the run loop to act (payload says what)
+    FATAL = "fatal"        # the guest is in a state it cannot leave: the VM must halt
+
+
+@dataclass
+class FaultReport:
+    """Why a VM cannot continue: what uvmm prints before halting a VM."""
+
+    cause: str
+    pc: int
+    esr: int = 0
+    far: int = 0
+    detail: str = ""
+    recent_exits: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"{self.cause}: pc={self.pc:#x} esr={self.esr:#010x} (EC {esr_ec(self.esr):#04x}) "
+                f"far={self.far:#x}" + (f" - {self.detail}" if self.detail else ""))
+
+
+@dataclass
+class Exit:
+    kind: ExitKind
+    payload: object = None
+
+
+class TrapHandler(Protocol):
+    """What the VM does with traps the vCPU cannot resolve itself."""
+
+    def hypercall(self, vcpu: "Vcpu", conduit: str, imm: int) -> None: ...
+
+    def vector_ok(self, vbar: int) -> bool: ...
+
+
+class Vcpu:
+    """A vCPU: Unicorn instance, reset state, trap hooks and exception entry."""
+
+    def __init__(self, index: int, *, mpidr: int, midr: int, syndrome: SyndromeLayout,
+                 sysregs: SysRegTable, traps: TrapHandler) -> None:
+        self.index = index
+        self.mpidr = mpidr
+        self.uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+        self._syndrome = syndrome
+        self._sysregs = sysregs
+        self._traps = traps
+        self._ctx = self.uc.context_save()
+        self._read_syndrome = syndrome.reader(self._ctx)
+        self._pending_exit: Exit | None = None
+        self._kick_lock = threading.Lock()
+        self._kicked = False
+        self._fault_key: tuple[int, int] | None = None
+        self._fault_repeats = 0
+        self.recent: collections.deque[str] = collections.deque(maxlen=16)
+        self.exits: collections.Counter[str] = collections.Counter()
+        self._init_el2_el3(midr)
+        self.uc.hook_add(UC_HOOK_INTR, self._on_intr)
+        if len(sysregs):
+            self.uc.hook_add(UC_HOOK_INSN, self._on_mrs, aux1=A.UC_ARM64_INS_MRS)
+            self.uc.hook_add(UC_HOOK_INSN, self._on_msr, aux1=A.UC_ARM64_INS_MSR)
+
+    # -- set-up -------------------------------------------------------------
+
+    def _init_el2_el3(self, midr: int) -> None:
+        uc = self.uc
+        uc.cpr_write(3, 6, 1, 1, 0, 0x531)        # SCR_EL3: NS | HCE | RW (+RES1)
+        uc.cpr_write(3, 4, 1, 1, 0, 1 << 31)      # HCR_EL2.RW: EL1 is AArch64
+        uc.cpr_write(3, 4, 0, 0, 0, midr)         # VPIDR_EL2 -> MIDR_EL1 at EL1
+        uc.cpr_write(3, 4, 0, 0, 5, self.mpidr | (1 << 31))  # VMPIDR_EL2 (bit 31 RES1)
+
+    def map_ram(self, base: int, size: int, host_ptr: int) -> None:
+        self.uc.mem_map_ptr(base, size, UC_PROT_ALL, host_ptr)
+
+    def map_mmio(self, base: int, size: int, read_cb: Callable, write_cb: Callable) -> None:
+        self.uc.mmio_map(base, size, read_cb, None, write_cb, None)
+
+    def install_fault_hooks(self, mapped: list[tuple[int, int]]) -> None:
+        """Hook every gap between mapped ranges: a guest access there is a stage-2 fault.
+
+        The hooks are limited to the gaps because an unmapped-memory hook that
+        spans RAM slows every guest store about seven-fold.
+        """
+        cursor = 0
+        for base, size in sorted(mapped):
+            if base > cursor:
+                self.uc.hook_add(UC_HOOK_MEM_UNMAPPED, self._on_unmapped, begin=cursor,
+                                 end=base - 1)
+            cursor = max(cursor, base + size)
+        if cursor <= 0xFFFF_FFFF_FFFF_FFFF:
+            self.uc.hook_add(UC_HOOK_MEM_UNMAPPED, self._on_unmapped, begin=cursor,
+                             end=0xFFFF_FFFF_FFFF_FFFF)
+
+    def reset(self, *, entry: int, x0: int = 0, x1: int = 0, x2: int = 0, x3: int = 0,
+              pstate: int = BOOT_PSTATE) -> None:
+        """uvmm's AArch64 boot state: x0..x3 as given, sp=0, EL1h with A/I/F masked."""
+        uc = self.uc
+        for reg in _X_REGS:
+            uc.reg_write(reg, 0)
+        for reg, val in ((A.UC_ARM64_REG_X0, x0), (A.UC_ARM64_REG_X1, x1),
+                         (A.UC_ARM64_REG_X2, x2), (A.UC_ARM64_REG_X3, x3)):
+            uc.reg_write(reg, val)
+        uc.reg_write(A.UC_ARM64_REG_SP, 0)
+        uc.reg_write(A.UC_ARM64_REG_SP_EL0, 0)
+        uc.reg_write(A.UC_ARM64_REG_SP_EL1, 0)
+        uc.reg_write(A.UC_ARM64_REG_VBAR_EL1, VBAR_RESET)
+        uc.reg_write(A.UC_ARM64_REG_PC, entry)
+        self.set_pstate(pstate)
+        self._pending_exit = None
+        self._fault_key = None
+        self._fault_repeats = 0
+
+    # -- registers ----------------------------------------------------------
+
+    @property
+    def pc(self) -> int:
+        return self.uc.reg_read(A.UC_ARM64_REG_PC)
+
+    @pc.setter
+    def pc(self, value: int) -> None:
+        self.uc.reg_write(A.UC_ARM64_REG_PC, value)
+
+    def x(self, n: int) -> int:
+        return self.uc.reg_read(_X_REGS[n])
+
+    def set_x(self, n: int, value: int) -> None:
+        self.uc.reg_write(_X_REGS[n], value & 0xFFFF_FFFF_FFFF_FFFF)
+
+    @property
+    def pstate(self) -> int:
+        return self.uc.reg_read(A.UC_ARM64_REG_PSTATE)
+
+    def set_pstate(self, value: int) -> None:
+        self.uc.reg_write(A.UC_ARM64_REG_PSTATE, value)
+        # A PSTATE write leaves QEMU's cached hflags stale (CurrentEL keeps its
+        # old value); any coprocessor-register write rebuilds them.
+        self.uc.cpr_write(3, 6, 1, 1, 0, 0x531)
+
+    def registers(self) -> dict[str, int]:
+        """A snapshot for reports and the monitor (x0-x30, sp, pc, pstate, ...)."""
+        uc = self.uc
+        regs = {f"x{i}": uc.reg_read(r) for i, r in enumerate(_X_REGS)}
+        regs.update(sp=uc.reg_read(A.UC_ARM64_REG_SP), pc=uc.reg_read(A.UC_ARM64_REG_PC),
+                    pstate=uc.reg_read(A.UC_ARM64_REG_PSTATE),
+                    elr_el1=uc.reg_read(A.UC_ARM64_REG_ELR_EL1),
+                    esr_el1=uc.reg_read(A.UC_ARM64_REG_ESR_EL1),
+                    far_el1=uc.reg_read(A.UC_ARM64_REG_FAR_EL1),
+                    vbar_el1=uc.reg_read(A.UC_ARM64_REG_VBAR_EL1),
+                    sctlr_el1=uc.reg_read(A.UC_ARM64_REG_SCTLR_EL1))
+        return regs
+
+    # -- running ------------------------------------------------------------
+
+    def run(self) -> Exit:
+        """Run until the guest idles, is stopped, or needs the run loop."""
+        self._pending_exit = None
+        start = self.pc
+        try:
+            self.uc.emu_start(start, _UNTIL)
+        except UcError as err:
+            if self._pending_exit is None:
+                self._pending_exit = Exit(ExitKind.FATAL, self._report(
+                    f"emulator error: {err}", self.pc))
+        with self._kick_lock:
+            kicked, self._kicked = self._kicked, False
+        if self._pending_exit is not None:
+            exit_ = self._pending_exit
+        elif self._after_wfi():
+            exit_ = Exit(ExitKind.WFI)
+        else:
+            exit_ = Exit(ExitKind.PREEMPT, kicked)
+        self.exits[exit_.kind.value] += 1
+        return exit_
+
+    def _after_wfi(self) -> bool:
+        try:
+            word = struct.unpack("<I", self.uc.mem_read(self.pc - 4, 4))[0]
+        except UcError:
+            return False
+        return word == WFI_INSN
+
+    @property
+    def stop_pending(self) -> bool:
+        """True once this run() has been asked to end (device models use it for replay safety)."""
+        return self._kicked or self._pending_exit is not None
+
+    def kick(self) -> None:
+        """Ask a running vCPU to return from ``run()`` soon (any thread)."""
+        with self._kick_lock:
+            self._kicked = True
+        self.uc.emu_stop()
+
+    def request_exit(self, exit_: Exit) -> None:
+        """From a hook: end this ``run()`` with ``exit_`` (first request wins)."""
+        if self._pending_exit is None:
+            self._pending_exit = exit_
+        self.uc.emu_stop()
+
+    # -- hooks --------------------------------------------------------------
+
+    def _on_intr(self, uc: Uc, intno: int, _ud: object) -> None:
+        pc = uc.reg_read(A.UC_ARM64_REG_PC)
+        uc.context_update(self._ctx)
+        esr, far = self._read_syndrome()
+        if intno == EXCP_HVC or intno == EXCP_SMC:
+            self._note(f"{'hvc' if intno == EXCP_HVC else 'smc'} #{esr & 0xFFFF:#x} x0={uc.reg_read(A.UC_ARM64_REG_X0):#x}")
+            self._traps.hypercall(self, "hvc" if intno == EXCP_HVC else "smc", esr & 0xFFFF)
+            return
+        if intno in (EXCP_UDEF, EXCP_SWI, EXCP_BKPT, EXCP_PREFETCH_ABORT, EXCP_DATA_ABORT):
+            # svc's preferred return is the next instruction (where Unicorn left
+            # PC); the others return to the faulting instruction itself.
+            kind_note = {EXCP_UDEF: "undefined", EXCP_SWI: "svc", EXCP_BKPT: "brk",
+                         EXCP_PREFETCH_ABORT: "prefetch abort", EXCP_DATA_ABORT: "data abort"}[intno]
+            if intno not in (EXCP_PREFETCH_ABORT, EXCP_DATA_ABORT):
+                far = 0
+            self._note(f"{kind_note} at {pc:#x} esr={esr:#x}")
+            self.take_sync(esr, far, pc, cause=kind_note)
+            return
+        self.request_exit(Exit(ExitKind.FATAL, self._report(
+            f"unexpected emulator exception {intno}", pc, esr, far)))
+
+    def take_sync(self, esr: int, far: int, return_pc: int, cause: str) -> None:
+        """Deliver a synchronous exception to the guest, or halt if it cannot take it."""
+        key = (return_pc, esr)
+        if key == self._fault_key:
+            self._fault_repeats += 1
+        else:
+            self._fault_key, self._fault_repeats = key, 0
+        if self._fault_repeats >= _FAULT_LOOP_LIMIT:
+            self.request_exit(Exit(ExitKind.FATAL, self._report(
+                f"recursive fault loop ({cause})", return_pc, esr, far)))
+            return
+        vbar = self.uc.reg_read(A.UC_ARM64_REG_VBAR_EL1)
+        if not self._traps.vector_ok(vbar):
+            self.request_exit(Exit(ExitKind.FATAL, self._report(
+                f"{cause} with no vector table (VBAR_EL1={vbar:#x})", return_pc, esr, far)))
+            return
+        self.take_exception(ExceptionKind.SYNC, return_pc, esr=esr, far=far)
+
+    def take_exception(self, kind: ExceptionKind, return_pc: int, *, esr: int | None = None,
+                       far: int | None = None) -> int:
+        """Exception entry to EL1; returns the vector address now in PC."""
+        uc = self.uc
+        pstate = uc.reg_read(A.UC_ARM64_REG_PSTATE)
+        plan = plan_entry(pstate, kind)
+        uc.cpr_write(3, 0, 4, 0, 0, pstate)            # SPSR_EL1 (no named register id)
+        uc.reg_write(A.UC_ARM64_REG_ELR_EL1, return_pc)
+        if esr is not None:
+            uc.reg_write(A.UC_ARM64_REG_ESR_EL1, esr)
+        if far is not None:
+            uc.reg_write(A.UC_ARM64_REG_FAR_EL1, far)
+        if plan.switch_stack:
+            # QEMU's PSTATE write does not bank SP: do what hardware would.
+            uc.reg_write(A.UC_ARM64_REG_SP_EL0, uc.reg_read(A.UC_ARM64_REG_SP))
+            uc.reg_write(A.UC_ARM64_REG_SP, uc.reg_read(A.UC_ARM64_REG_SP_EL1))
+        self.set_pstate(plan.new_pstate)
+        vector = uc.reg_read(A.UC_ARM64_REG_VBAR_EL1) + plan.vector_offset
+        uc.reg_write(A.UC_ARM64_REG_PC, vector)
+        return vector
+
+    def _on_mrs(self, uc: Uc, reg: int, cp: object, _ud: object) -> int:
+        entry = self._sysregs.get(SysRegKey(cp.op0, cp.op1, cp.crn, cp.crm, cp.op2))
+        if entry is None or entry.read is None:
+            return 0
+        value = entry.read(self.index)
+        if reg != A.UC_ARM64_REG_XZR:
+            uc.reg_write(reg, value)
+        if not entry.native:
+            uc.reg_write(A.UC_ARM64_REG_PC, uc.reg_read(A.UC_ARM64_REG_PC) + 4)
+        return 1
+
+    def _on_msr(self, uc: Uc, reg: int, cp: object, _ud: object) -> int:
+        entry = self._sysregs.get(SysRegKey(cp.op0, cp.op1, cp.crn, cp.crm, cp.op2))
+        if entry is None or entry.write is None:
+            return 0
+        entry.write(self.index, cp.val)
+        if not entry.native:
+            uc.reg_write(A.UC_ARM64_REG_PC, uc.reg_read(A.UC_ARM64_REG_PC) + 4)
+        return 1
+
+    def _on_unmapped(self, uc: Uc, access: int, address: int, size: int, value: int,
+                     _ud: object) -> bool:
+        pc = uc.reg_read(A.UC_ARM64_REG_PC)
+        if access == UC_MEM_FETCH_UNMAPPED:
+            esr = (EC.IABT_LOW << 26) | ESR_IL | 0x0F  # level-3 permission (MPU) fault
+            cause = "stage-2 fault: instruction fetch outside the VM's memory"
+        else:
+            wnr = 1 << 6 if access == UC_MEM_WRITE_UNMAPPED else 0
+            sas = {1: 0, 2: 1, 4: 2, 8: 3}.get(size, 2)
+            esr = (EC.DABT_LOW << 26) | ESR_IL | (sas << 22) | wnr | 0x0F
+            what = "write" if wnr else "read"
+            cause = f"stage-2 fault: {what} of {size} bytes outside the VM's memory"
+        self._pending_exit = Exit(ExitKind.FATAL, self._report(cause, pc, esr, address))
+        return False
+
+    # -- reporting ----------------------------------------------------------
+
+    def _note(self, what: str) -> None:
+        self.recent.append(f"{time.monotonic():.6f} {what}")
+
+    def _report(self, cause: str, pc: int, esr: int = 0, far: int = 0) -> FaultReport:
+        el = pstate_el(self.uc.reg_read(A.UC_ARM64_REG_PSTATE))
+        return FaultReport(cause=cause, pc=pc, esr=esr, far=far, detail=f"EL{el}",
+                           recent_exits=list(self.recent))

@@ -1,0 +1,48 @@
+"""The contracts between device models and the VMM.
+
+A device is given only what it uses (interrupt lines, a character sink, a
+power-control port) and exposes ``read(offset, size, cpu)`` and
+``write(offset, size, value, cpu)`` with offsets relative to its own window.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class MmioDevice(Protocol):
+    """A register file reached by guest loads and stores."""
+
+    def read(self, offset: int, size: int, cpu: int) -> int: ...
+
+    def write(self, offset: int, size: int, value: int, cpu: int) -> None: ...
+
+    def reset(self) -> None: ...
+
+
+class IrqLine(Protocol):
+    """One interrupt input of an interrupt controller, as a device sees it."""
+
+    def set_level(self, level: bool) -> None: ...
+
+
+class UnconnectedIrq:
+    """A line with nothing behind it: the device still works polled."""
+
+    def __init__(self) -> None:
+        self.level = False
+
+    def set_level(self, level: bool) -> None:
+        self.level = level
+
+
+class CharSink(Protocol):
+    """Where a console device's output bytes go."""
+
+    def write(self, data: bytes) -> None: ...
+
+
+class PowerControl(Protocol):
+    """The VM-level power actions a device can request."""
+
+    def system_exit(self, code: int, reason: str) -> None: ...

@@ -1,0 +1,1 @@
+"""The microkernel model: memory, tasks, clock and the per-core scheduler."""

@@ -1,0 +1,1 @@
+"""The Lua host (ned's role): the only package that imports lupa."""

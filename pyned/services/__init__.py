@@ -1,0 +1,1 @@
+"""Built-in programs a ned script starts as ``rom/NAME``: uvmm, cons."""

@@ -1,0 +1,41 @@
+"""The ROM namespace: ``rom/NAME`` looked up along a search path.
+
+The path is the script's folder, any ``--rom DIR``, then the shipped
+``images/`` and ``dts/``. A ``.dtb`` that does not exist may be given by its
+``.dts`` source, which the VMM compiles when it loads it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pyned.errors import RomError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def shipped_dirs() -> list[Path]:
+    return [PROJECT_ROOT / "images", PROJECT_ROOT / "dts"]
+
+
+class Rom:
+    def __init__(self, dirs: list[Path]) -> None:
+        self.dirs = [d for d in dirs]
+
+    def resolve(self, name: str) -> Path:
+        rel = name[4:] if name.startswith("rom/") else name
+        if not rel:
+            raise RomError(f"{name}: empty ROM name")
+        direct = Path(rel)
+        if not name.startswith("rom/") and direct.is_file():
+            return direct
+        candidates = [rel]
+        if rel.endswith(".dtb"):
+            candidates.append(rel[:-4] + ".dts")
+        for d in self.dirs:
+            for c in candidates:
+                p = d / c
+                if p.is_file():
+                    return p
+        where = ", ".join(str(d) for d in self.dirs)
+        raise RomError(f"{name}: not found in the ROM path ({where})")

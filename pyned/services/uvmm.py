@@ -1,0 +1,70 @@
+"""``rom/uvmm``: one VM per started instance, configured by uvmm's command line.
+
+The VM's console is the program's log channel (uvmm's default Vcon), its RAM
+the ``ram`` dataspace capability, as vmm.lua arranges. When the guest ends,
+the task exits with uvmm's code: 0 power-off, 0x66 reboot, 1 fatal state.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pyned.errors import ConfigError
+from pyned.kernel.task import Task
+from pyned.services.spec import StartSpec
+from pyned.vmm.builder import BuildInputs, build_vm
+from pyned.vmm.options import LEVELS, parse_uvmm_args
+from pyned.vmm.vm import Vm, VmEnd
+
+if TYPE_CHECKING:
+    from pyned.system import System
+
+
+def start(system: "System", task: Task, spec: StartSpec) -> None:
+    options = parse_uvmm_args(spec.args)
+    channel = spec.log or system.cons.create(f"uvmm{task.tid}", "w")
+    prio = spec.scheduler.prio if spec.scheduler else 0
+    cpus = spec.scheduler.cpus if spec.scheduler else (1 << system.board.cores) - 1
+    cores = [c for c in system.scheduler.cores if cpus >> c.index & 1]
+    if not cores:
+        raise ConfigError(f"{channel.name}: CPU set {cpus:#x} contains no core of the platform "
+                          f"({system.board.cores} cores)")
+    verbosity = options.verbosity
+
+    def log(text: str, level: int = 2) -> None:
+        if verbosity >= level:
+            channel.write(f"[uvmm] {text}\n".encode())
+
+    vm = build_vm(BuildInputs(
+        name=channel.name, options=options, caps=spec.caps, resolve=system.rom.resolve,
+        board=system.board, syndrome=system.syndrome, cores=cores, prio=prio,
+        console_write=channel.write, log=log))
+    uart = next((d.device for d in vm.devices if hasattr(d.device, "push_input")), None)
+    if uart is not None:
+        channel.attach_input(uart.push_input)  # type: ignore[attr-defined]
+
+    def ended(end: VmEnd) -> None:
+        if end.fault is not None:
+            _report_fault(channel.write, vm, end)
+        elif verbosity >= LEVELS.index("info"):
+            log(f"exit {end.code} ({end.reason})")
+        system.vms.pop(task.tid, None)
+        vm.threads.clear()
+        channel.mark_dead()
+        task.exit(end.code, end.reason, killed=end.killed)
+        system.ned_log(f"{channel.name} {'killed' if end.killed else f'exited with {end.code:#x}'}"
+                       f" ({end.reason})")
+
+    vm.on_end(ended)
+    task.set_kill(vm.kill)
+    system.vms[task.tid] = vm
+    vm.start()
+    task.running()
+
+
+def _report_fault(write, vm: Vm, end: VmEnd) -> None:
+    report = end.fault
+    assert report is not None
+    lines = ["VM entered a fatal state. Halting.", report.summary()]
+    lines += [f"  recent: {r}" for r in report.recent_exits[-8:]]
+    write("".join(f"[uvmm] {ln}\n" for ln in lines).encode())

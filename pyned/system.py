@@ -1,0 +1,57 @@
+"""The composition root of one pyned process: board, kernel, services, consoles.
+
+Everything a running system shares is built here once and passed down; no
+module keeps state of its own, so two Systems in one process (as tests make)
+are fully independent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from pyned.cpu.syndrome import SyndromeLayout, probe_syndrome_layout
+from pyned.kernel.clock import Clock
+from pyned.kernel.memory import PhysicalMemory
+from pyned.kernel.scheduler import DEFAULT_SLICE_NS, Scheduler
+from pyned.kernel.task import TaskTable
+from pyned.platform.board import Board
+from pyned.services.cons import Cons
+from pyned.services.rom import Rom, shipped_dirs
+from pyned.vmm.vm import Vm
+
+
+@dataclass
+class SystemOptions:
+    board: Board = field(default_factory=Board)
+    rom_dirs: list[Path] = field(default_factory=list)
+    out: BinaryIO | None = None
+    colour: bool | None = None
+    slice_ns: int = DEFAULT_SLICE_NS
+
+
+class System:
+    def __init__(self, options: SystemOptions | None = None,
+                 syndrome: SyndromeLayout | None = None) -> None:
+        opts = options or SystemOptions()
+        self.board = opts.board
+        self.syndrome = syndrome or probe_syndrome_layout()
+        self.clock = Clock()
+        self.memory = PhysicalMemory(self.board.dram, (self.board.kernel_reserved,))
+        self.scheduler = Scheduler(self.board.cores, self.clock, opts.slice_ns)
+        self.tasks = TaskTable()
+        self.cons = Cons(self.clock, opts.out, opts.colour)
+        self.rom = Rom(list(opts.rom_dirs) + shipped_dirs())
+        self.vms: dict[int, Vm] = {}
+        self._ned_channel = self.cons.create("ned", "")
+
+    def ned_log(self, text: str) -> None:
+        self._ned_channel.write(text.encode() + b"\n")
+
+    def shutdown(self) -> None:
+        """Kill every task and stop the cores and the clock."""
+        for task in self.tasks.alive():
+            task.kill()
+        self.scheduler.stop()
+        self.clock.stop()

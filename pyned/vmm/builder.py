@@ -1,0 +1,269 @@
+"""Build a VM from uvmm options, in uvmm's boot order (server/src/main.cc).
+
+1. device tree (+ overlays, + ``-m`` edits); 2. RAM from memory nodes with
+``l4vmm,dscap`` (guest-physical = host-physical: the dataspace's address);
+3. kernel into the first memory node; 4. bootargs and ramdisk (high);
+5. devices from the tree, unbacked nodes disabled with the reason;
+6. vCPUs from cpu nodes, placed on the next cores of the VM's CPU set;
+7. the DTB as high as possible in the first memory node; 8. boot registers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from fdt.items import Node
+
+from pyned.cpu.syndrome import SyndromeLayout
+from pyned.cpu.sysregs import SysRegTable, identity_registers
+from pyned.cpu.vcpu import Vcpu
+from pyned.errors import ConfigError, ImageError, MemoryLayoutError
+from pyned.kernel.memory import Dataspace
+from pyned.kernel.mpu import Access, MpuMap, MpuRegion
+from pyned.kernel.scheduler import Core
+from pyned.platform.board import Board, MemRange
+from pyned.vmm import factory
+from pyned.vmm.bus import MmioBus
+from pyned.vmm.devicetree import DeviceTree, node_path
+from pyned.vmm.loader import KernelSpec, load_kernel
+from pyned.vmm.memory import GuestMemory, RamRegion
+from pyned.vmm.options import UvmmOptions
+from pyned.vmm.vm import VcpuThread, Vm
+
+PAGE = 0x1000
+# Linux reads the DTB through a 2 MiB fixmap window and wants it 8-byte
+# aligned; a page boundary satisfies both and keeps it off the ramdisk.
+DTB_ALIGN = PAGE
+
+
+@dataclass
+class BuildInputs:
+    name: str
+    options: UvmmOptions
+    caps: dict[str, object]
+    resolve: Callable[[str], Path]          # rom/NAME -> host path
+    board: Board
+    syndrome: SyndromeLayout
+    cores: list[Core]                       # the VM's CPU set, in order
+    prio: int
+    console_write: Callable[[bytes], None]
+    log: Callable[[str], None]
+
+
+def _align_up(v: int, a: int) -> int:
+    return (v + a - 1) & ~(a - 1)
+
+
+def _read(resolve: Callable[[str], Path], name: str, what: str) -> tuple[bytes, str]:
+    path = resolve(name)
+    try:
+        return path.read_bytes(), str(name)
+    except OSError as err:
+        raise ImageError(f"{name}: cannot read {what}: {err.strerror}") from None
+
+
+def build_vm(inp: BuildInputs) -> Vm:
+    opts = inp.options
+    if not opts.dtbs:
+        raise ConfigError(f"{inp.name}: no device tree (start_vm needs fdt = ...)")
+    dt = DeviceTree.load([inp.resolve(d) for d in opts.dtbs])
+    for mod in opts.dt_mods:
+        _apply_dt_mod(dt, mod)
+    memory = GuestMemory()
+    mpu = MpuMap(inp.board.mpu_regions_per_vm, inp.name)
+    vm = Vm(inp.name, memory=memory, bus=MmioBus(), mpu=mpu, dt=dt,
+            console_write=inp.console_write, log=inp.log)
+    vm.fault_mode = opts.fault_mode
+
+    first = _setup_ram(inp, dt, memory, mpu)
+
+    # Kernel
+    spec = KernelSpec.parse(opts.kernel)
+    kdata, kname = (b"", opts.kernel) if spec.kind == "rom" else _read(inp.resolve, spec.path, "kernel")
+    image = load_kernel(kdata, kname, memory, first, spec)
+    used = list(image.ranges)
+
+    # Bootargs and ramdisk
+    chosen = dt.node("/chosen")
+    if chosen is None:
+        chosen = dt.ensure_node("/chosen")
+    if opts.cmdline is not None:
+        chosen.set_property("bootargs", opts.cmdline)
+    top = first.end
+    if opts.dtb_limit is not None:
+        top = min(top, opts.dtb_limit)
+    if opts.ramdisk:
+        rd, rdname = _read(inp.resolve, opts.ramdisk, "ramdisk")
+        rd_base = (top - len(rd)) & ~(PAGE - 1)
+        _place(rdname, MemRange(rd_base, len(rd)), first, used)
+        memory.write(rd_base, rd)
+        used.append(MemRange(rd_base, len(rd)))
+        top = rd_base
+        _set_initrd(dt, chosen, rd_base, rd_base + len(rd))
+
+    # Devices
+    notes: list[str] = []
+    ctx = factory.FactoryContext(vm, dt, inp.board, inp.console_write, notes)
+    factory.scan(ctx)
+
+    # vCPUs
+    sysregs = SysRegTable()
+    identity_registers(sysregs, mmfr0_native=0x1124, mpu_regions=inp.board.mpu_regions,
+                       counter_hz=inp.board.counter_hz)
+    mpidrs = _cpu_mpidrs(dt, notes)
+    if len(mpidrs) > len(inp.cores):
+        notes.append(f"{len(mpidrs)} cpu nodes but the VM's CPU set has {len(inp.cores)} cores: "
+                     f"cpus beyond that get no vCPU")
+        mpidrs = mpidrs[: len(inp.cores)]
+    mapped = [(r.range.base, r.range.size) for r in memory.regions]
+    mapped += [(r.range.base, r.range.size) for r in vm.bus.regions]
+    for index, mpidr in enumerate(mpidrs):
+        vcpu = Vcpu(index, mpidr=mpidr, midr=inp.board.midr, syndrome=inp.syndrome,
+                    sysregs=sysregs, traps=vm)
+        for region in memory.regions:
+            vcpu.map_ram(region.range.base, region.range.size, region.dataspace.host_address())
+        thread = VcpuThread(vm, vcpu, inp.cores[index], inp.prio)
+        for i, bus_region in enumerate(vm.bus.regions):
+            rd, wr = vm.bus.callbacks(i, index, thread.guard,
+                                      lambda v=vcpu: v.stop_pending, vm.device_failed)
+            vcpu.map_mmio(bus_region.range.base, bus_region.range.size, rd, wr)
+        vcpu.install_fault_hooks(mapped)
+        vm.threads.append(thread)
+
+    # DTB, last, so it shows every change made above.
+    blob = dt.to_dtb()
+    dtb_base = (top - len(blob)) & ~(DTB_ALIGN - 1)
+    _place("device tree", MemRange(dtb_base, len(blob)), first, used)
+    memory.write(dtb_base, blob)
+    vm.dtb_addr = dtb_base
+    vm.entry = image.entry
+    vm.threads[0].vcpu.reset(entry=image.entry, x0=dtb_base)
+    for note in notes:
+        inp.log(note)
+    for path, why in dt.disabled.items():
+        inp.log(f"{path}: disabled: {why}")
+    inp.log(f"kernel {kname} ({image.format}) entry {image.entry:#x}, dtb at {dtb_base:#x}, "
+            f"RAM {first}")
+    return vm
+
+
+def _setup_ram(inp: BuildInputs, dt: DeviceTree, memory: GuestMemory, mpu: MpuMap) -> MemRange:
+    """Fill memory nodes with their dataspaces; returns the first RAM range."""
+    nodes = [n for n in dt.walk() if dt.string(n, "device_type") == "memory"
+             and dt.is_enabled(n)]
+    backed: list[tuple[Node, Dataspace]] = []
+    for node in nodes:
+        if dt.raw(node, "l4vmm,physmap") is not None:
+            raise ImageError(f"{dt.source}: {node_path(node)}: l4vmm,physmap is deprecated "
+                             f"and no longer supported by uvmm")
+        cap = dt.string(node, "l4vmm,dscap")
+        if cap is None:
+            continue
+        ds = inp.caps.get(cap)
+        if not isinstance(ds, Dataspace):
+            dt.disable(node, f"l4vmm,dscap {cap!r} names no dataspace capability of this VM")
+            continue
+        if dt.raw(node, "reg") is None:
+            raise ImageError(f"{dt.source}: {node_path(node)}: memory node without reg")
+        backed.append((node, ds))
+    if not backed:
+        ds = inp.caps.get("ram")
+        if not isinstance(ds, Dataspace):
+            raise ConfigError(f"{inp.name}: no RAM: neither a memory node with l4vmm,dscap "
+                              f"nor a 'ram' dataspace")
+        node = dt.ensure_node(f"/memory@{ds.base:x}")
+        node.set_property("device_type", "memory")
+        node.set_property("l4vmm,dscap", "ram")
+        dt.set_reg(node, [(ds.base, ds.size)])
+        backed.append((node, ds))
+    first: MemRange | None = None
+    for node, ds in backed:
+        if inp.options.rambase is not None and node is backed[0][0] and ds.base != inp.options.rambase:
+            raise MemoryLayoutError(
+                f"{inp.name}: ram_base {inp.options.rambase:#x} but the RAM dataspace is at "
+                f"{ds.base:#x}; on the MPU platform guest-physical equals host-physical")
+        chunks = []
+        offset = 0
+        for _addr, size in dt.reg(node):
+            if offset >= ds.size:
+                break
+            size = ds.size - offset if size == 0 else min(size, ds.size - offset)
+            chunks.append((ds.base + offset, size))
+            offset += size
+        if offset < ds.size:
+            inp.log(f"{node_path(node)}: reg covers only {offset >> 20} of "
+                    f"{ds.size >> 20} MiB of RAM; the rest is not mapped")
+        dt.set_reg(node, chunks)
+        for base, size in chunks:
+            rng = MemRange(base, size)
+            memory.add(RamRegion(rng, ds, node_path(node)))
+            mpu.add(MpuRegion(rng, Access.RWX, "ram", node_path(node)))
+            if first is None:
+                first = rng
+    assert first is not None
+    return first
+
+
+def _place(what: str, rng: MemRange, ram: MemRange, used: list[MemRange]) -> None:
+    if not ram.contains(rng.base, rng.size) or rng.base < ram.base:
+        raise ImageError(f"{what} ({rng.size} bytes) does not fit in the first memory node {ram}")
+    for u in used:
+        if u.overlaps(rng):
+            raise ImageError(f"{what} {rng} would overlap the loaded image at {u}; "
+                             f"the VM needs more RAM")
+
+
+def _set_initrd(dt: DeviceTree, chosen: Node, start: int, end: int) -> None:
+    for name, value in (("linux,initrd-start", start), ("linux,initrd-end", end)):
+        chosen.set_property(name, [value >> 32, value & 0xFFFF_FFFF])
+
+
+def _cpu_mpidrs(dt: DeviceTree, notes: list[str]) -> list[int]:
+    cpus = dt.node("/cpus")
+    nodes = [] if cpus is None else [n for n in cpus.nodes
+                                     if dt.string(n, "device_type") == "cpu"]
+    if not nodes:
+        return [0]
+    out = []
+    for n in nodes:
+        regs = dt.cells(n, "reg") or [0]
+        mpidr = 0
+        for c in regs:
+            mpidr = (mpidr << 32) | c
+        out.append(mpidr & 0xFF_00FF_FFFF)
+    if 0 not in out:
+        raise ImageError(f"{dt.source}: /cpus has cpu nodes but none with reg = 0 (CPU0)")
+    out.sort(key=lambda m: m != 0)
+    return out
+
+
+def _apply_dt_mod(dt: DeviceTree, mod: str) -> None:
+    """uvmm's ``-m <path>/<prop>[=[type:]value]``."""
+    target, eq, value = mod.partition("=")
+    path, _, prop = target.rpartition("/")
+    node = dt.node(path or "/")
+    if node is None or not prop:
+        raise ConfigError(f"uvmm -m {mod!r}: no node {path!r}")
+    if not eq:
+        node.set_property(prop, None)
+        return
+    kind, colon, text = value.partition(":")
+    if not colon or kind not in ("str", "bool", "u32", "u64"):
+        kind, text = "str", value
+    try:
+        if kind == "str":
+            node.set_property(prop, text)
+        elif kind == "bool":
+            if text.lower() in ("1", "true", "yes"):
+                node.set_property(prop, None)
+            else:
+                node.remove_property(prop)
+        elif kind == "u32":
+            node.set_property(prop, [int(text, 0) & 0xFFFF_FFFF])
+        else:
+            v = int(text, 0)
+            node.set_property(prop, [v >> 32, v & 0xFFFF_FFFF])
+    except ValueError:
+        raise ConfigError(f"uvmm -m {mod!r}: {text!r} is not a {kind}") from None

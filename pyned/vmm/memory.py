@@ -1,0 +1,74 @@
+"""Guest RAM as one bounds-checked object, over the VM's dataspaces.
+
+On the MPU platform guest-physical equals host-physical, so a region's guest
+address is its dataspace's physical address. Device models and loaders use
+only this object, never Unicorn's memory calls.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from pyned.kernel.memory import Dataspace
+from pyned.platform.board import MemRange
+
+
+class GuestMemoryError(Exception):
+    """An access outside guest RAM (a guest-controlled value, never a host bug)."""
+
+    def __init__(self, addr: int, size: int) -> None:
+        super().__init__(f"guest access [{addr:#x}, +{size:#x}) is outside guest RAM")
+        self.addr = addr
+        self.size = size
+
+
+@dataclass
+class RamRegion:
+    range: MemRange
+    dataspace: Dataspace
+    name: str
+
+
+class GuestMemory:
+    def __init__(self) -> None:
+        self.regions: list[RamRegion] = []
+
+    def add(self, region: RamRegion) -> None:
+        self.regions.append(region)
+        self.regions.sort(key=lambda r: r.range.base)
+
+    def _find(self, addr: int, size: int) -> tuple[memoryview, int]:
+        if size < 0 or addr < 0:
+            raise GuestMemoryError(addr, size)
+        for region in self.regions:
+            if region.range.contains(addr, max(size, 1)):
+                return region.dataspace.view(), addr - region.range.base
+        raise GuestMemoryError(addr, size)
+
+    def contains(self, addr: int, size: int = 1) -> bool:
+        return any(r.range.contains(addr, size) for r in self.regions)
+
+    def read(self, addr: int, size: int) -> bytes:
+        view, off = self._find(addr, size)
+        return bytes(view[off : off + size])
+
+    def write(self, addr: int, data: bytes | bytearray | memoryview) -> None:
+        view, off = self._find(addr, len(data))
+        view[off : off + len(data)] = data
+
+    def fill(self, addr: int, size: int, byte: int = 0) -> None:
+        view, off = self._find(addr, size)
+        view[off : off + size] = bytes([byte]) * size
+
+    def read_u32(self, addr: int) -> int:
+        return struct.unpack("<I", self.read(addr, 4))[0]
+
+    def read_u64(self, addr: int) -> int:
+        return struct.unpack("<Q", self.read(addr, 8))[0]
+
+    def write_u32(self, addr: int, value: int) -> None:
+        self.write(addr, struct.pack("<I", value & 0xFFFF_FFFF))
+
+    def write_u64(self, addr: int, value: int) -> None:
+        self.write(addr, struct.pack("<Q", value & 0xFFFF_FFFF_FFFF_FFFF))
