@@ -31,6 +31,7 @@ from unicorn import (UC_ARCH_ARM64, UC_HOOK_INSN, UC_HOOK_INTR,
                      UC_MODE_ARM, UC_PROT_ALL, Uc, UcError)
 from unicorn import arm64_const as A
 
+from pyned.cpu.decode import MemAccess, decode_access
 from pyned.cpu.exceptions import (BOOT_PSTATE, EC, ESR_IL, ExceptionKind, esr_ec, plan_entry,
                                   pstate_el)
 from pyned.cpu.syndrome import SyndromeLayout
@@ -240,10 +241,17 @@ class Vcpu:
             return False
         return word == WFI_INSN
 
-    @property
-    def stop_pending(self) -> bool:
-        """True once this run() has been asked to end (device models use it for replay safety)."""
-        return self._kicked or self._pending_exit is not None
+    def access_at_pc(self) -> MemAccess | None:
+        """The memory access of the instruction at PC, if it is a decodable load/store."""
+        pc = self.pc
+        try:
+            insn = struct.unpack("<I", self.uc.mem_read(pc, 4))[0]
+        except UcError:
+            return None
+        return decode_access(insn, self._base_reg, pc)
+
+    def _base_reg(self, n: int) -> int:
+        return self.uc.reg_read(A.UC_ARM64_REG_SP if n == 31 else _X_REGS[n])
 
     def kick(self) -> None:
         """Ask a running vCPU to return from ``run()`` soon (any thread)."""

@@ -126,8 +126,7 @@ def build_vm(inp: BuildInputs) -> Vm:
             vcpu.map_ram(region.range.base, region.range.size, region.dataspace.host_address())
         thread = VcpuThread(vm, vcpu, inp.cores[index], inp.prio)
         for i, bus_region in enumerate(vm.bus.regions):
-            rd, wr = vm.bus.callbacks(i, index, thread.guard,
-                                      lambda v=vcpu: v.stop_pending, vm.device_failed)
+            rd, wr = vm.bus.callbacks(i, index, thread.guard, vm.device_failed)
             vcpu.map_mmio(bus_region.range.base, bus_region.range.size, rd, wr)
         vcpu.install_fault_hooks(mapped)
         vm.threads.append(thread)

@@ -3,10 +3,10 @@
 Unicorn re-executes a load/store when an asynchronous ``emu_stop`` lands
 during it (unicorn-aarch64.md, addendum pitfall 1), so a device would see
 the access twice: a FIFO pops two bytes, an interrupt is acknowledged twice.
-Every callback therefore goes through a per-vCPU ``ReplayGuard``: an access
-made while a stop was pending, on a slice that then ended on a load/store
-instruction, is remembered, and if the next slice begins with the identical
-access it is answered from the record instead of reaching the device again.
+Every callback therefore goes through a per-vCPU ``ReplayGuard``: when a
+slice ends on a load/store whose bytes cover the last device accesses, those
+are remembered, and if the next slice begins with the identical accesses
+they are answered from the record instead of reaching the device again.
 """
 
 from __future__ import annotations
@@ -28,49 +28,69 @@ class BusRegion:
 
 @dataclass
 class _Access:
-    region: int
-    offset: int
+    address: int
     size: int
     is_write: bool
     value: int
 
     def same(self, other: "_Access") -> bool:
-        return (self.region, self.offset, self.size, self.is_write) == (
-            other.region, other.offset, other.size, other.is_write) and (
+        return (self.address, self.size, self.is_write) == (
+            other.address, other.size, other.is_write) and (
             not self.is_write or self.value == other.value)
 
 
-def is_load_store(insn: int) -> bool:
-    """ARM ARM C4.1: op0 = x1x0 is the loads-and-stores encoding group."""
-    return (insn >> 25) & 0b0101 == 0b0100
-
-
 class ReplayGuard:
-    """Swallows the one access Unicorn replays after an interrupted slice."""
+    """Swallows the accesses Unicorn replays after a slice stopped inside an instruction.
+
+    Measured: an asynchronous stop is almost always noticed in the middle of
+    an MMIO access (the callback has run, the instruction has not retired), so
+    the next ``emu_start`` performs it again. Whether the stop flag was
+    already visible inside the callback is no guide (it was not, about four
+    times in ten). What identifies the case is the instruction the slice
+    stopped on: if it is a load/store whose bytes cover the slice's last
+    device accesses, those accesses belong to it and will be replayed.
+    A stop that lands just after an access, on the next identical access,
+    looks the same; that needs two rare events together (measured: about
+    one stop in 500 does not land on an access at all).
+    """
+
+    _KEEP = 4  # a 16-byte access arrives as four callbacks
 
     def __init__(self) -> None:
-        self._last: _Access | None = None
-        self._last_risky = False
-        self._armed: _Access | None = None
+        self._recent: list[_Access] = []
+        self._armed: list[_Access] = []
         self.replays = 0
 
-    def filter(self, access: _Access, stop_pending: bool) -> _Access | None:
-        """Return the recorded access if ``access`` is its replay, else None."""
-        armed, self._armed = self._armed, None
-        if armed is not None and armed.same(access):
-            self.replays += 1
-            return armed
+    def filter(self, access: _Access) -> _Access | None:
+        """Return the recorded access if ``access`` is a replay of it, else None."""
+        if self._armed:
+            head = self._armed.pop(0)
+            if head.same(access):
+                self.replays += 1
+                # The replayed instruction can be interrupted again.
+                self.record(head)
+                return head
+            self._armed.clear()
         return None
 
-    def record(self, access: _Access, stop_pending: bool) -> None:
-        self._last = access
-        self._last_risky = stop_pending
+    def record(self, access: _Access) -> None:
+        self._recent.append(access)
+        if len(self._recent) > self._KEEP:
+            del self._recent[0]
 
-    def slice_ended(self, stopped_on_load_store: bool) -> None:
-        if self._last is not None and self._last_risky and stopped_on_load_store:
-            self._armed = self._last
-        self._last = None
-        self._last_risky = False
+    def slice_ended(self, pending: tuple[int, int, bool] | None) -> None:
+        """``pending``: (address, size, is_load) of the instruction at the stop PC, if any."""
+        if not self._recent and pending is not None and self._armed:
+            return  # stopped again before the pending instruction ran: keep waiting for it
+        armed: list[_Access] = []
+        if pending is not None:
+            addr, size, is_load = pending
+            for acc in reversed(self._recent):
+                if acc.is_write == is_load or not (addr <= acc.address < addr + size):
+                    break
+                armed.insert(0, acc)
+        self._armed = armed
+        self._recent = []
 
 
 class MmioBus:
@@ -94,18 +114,17 @@ class MmioBus:
         return None
 
     def callbacks(self, index: int, cpu: int, guard: ReplayGuard,
-                  stop_pending: Callable[[], bool],
                   on_error: Callable[[str, Exception], None]) -> tuple[Callable, Callable]:
         """Unicorn ``mmio_map`` callbacks for region ``index`` as seen by vCPU ``cpu``."""
         region = self.regions[index]
         device = region.device
+        base = region.range.base
         bus = self
 
         def read_cb(_uc: object, offset: int, size: int, _ud: object) -> int:
             bus.accesses += 1
-            access = _Access(index, offset, size, False, 0)
-            pending = stop_pending()
-            replayed = guard.filter(access, pending)
+            access = _Access(base + offset, size, False, 0)
+            replayed = guard.filter(access)
             if replayed is not None:
                 return replayed.value
             try:
@@ -113,20 +132,19 @@ class MmioBus:
             except Exception as exc:  # a failing model crashes this VM, not the host
                 on_error(region.name, exc)
                 return 0
-            guard.record(access, pending or stop_pending())
+            guard.record(access)
             return access.value
 
         def write_cb(_uc: object, offset: int, size: int, value: int, _ud: object) -> None:
             bus.accesses += 1
-            access = _Access(index, offset, size, True, value)
-            pending = stop_pending()
-            if guard.filter(access, pending) is not None:
+            access = _Access(base + offset, size, True, value)
+            if guard.filter(access) is not None:
                 return
             try:
                 device.write(offset, size, value, cpu)
             except Exception as exc:
                 on_error(region.name, exc)
                 return
-            guard.record(access, pending or stop_pending())
+            guard.record(access)
 
         return read_cb, write_cb

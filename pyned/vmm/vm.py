@@ -20,7 +20,7 @@ from pyned.devices.psci import AffinityState, Psci, PsciRet
 from pyned.devices.vm_print import VM_PRINT_FID, VmPrint
 from pyned.kernel.mpu import MpuMap
 from pyned.kernel.scheduler import Core, RunResult
-from pyned.vmm.bus import MmioBus, ReplayGuard, is_load_store
+from pyned.vmm.bus import MmioBus, ReplayGuard
 from pyned.vmm.devicetree import DeviceTree
 from pyned.vmm.memory import GuestMemory
 
@@ -159,7 +159,7 @@ class Vm:
                 if not thread.powered:
                     return RunResult.BLOCK
                 exit_ = thread.vcpu.run()
-                thread.guard.slice_ended(self._stopped_on_load_store(thread.vcpu))
+                thread.guard.slice_ended(self._pending_access(thread.vcpu))
                 result = _EXIT_HANDLERS[exit_.kind](self, thread, exit_)
                 if result is not None:
                     return result
@@ -172,11 +172,12 @@ class Vm:
                 self._executing = False
                 self._finish_if_idle()
 
-    def _stopped_on_load_store(self, vcpu: Vcpu) -> bool:
-        try:
-            return is_load_store(self.memory.read_u32(vcpu.pc))
-        except Exception:
-            return False
+    def _pending_access(self, vcpu: Vcpu) -> tuple[int, int, bool] | None:
+        """What the instruction a slice stopped on would access, if it is MMIO."""
+        access = vcpu.access_at_pc()
+        if access is None or self.bus.find(access.address) is None:
+            return None
+        return access.address, access.size, access.is_load
 
     def _on_wfi(self, thread: VcpuThread, exit_: Exit) -> RunResult | None:
         # Nothing can signal an interrupt yet unless a device model can; the core

@@ -1,0 +1,139 @@
+"""Boot a ned script in-process and watch it: the base of pyned's integration tests.
+
+    with Booted("examples/demo.lua") as b:
+        b.expect("vm1", r"powering off")
+        assert b.wait() == 0
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from pyned.cpu.syndrome import SyndromeLayout, probe_syndrome_layout
+from pyned.errors import PynedError
+from pyned.ned.runtime import ExitMode, Ned, NedOptions
+from pyned.platform.board import Board
+from pyned.services.cons import Channel
+from pyned.system import System, SystemOptions
+
+
+class _Output(io.RawIOBase):
+    """The terminal side of cons, kept in memory."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self._lock = threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: bytes) -> int:  # type: ignore[override]
+        with self._lock:
+            self.data += b
+        return len(b)
+
+    def isatty(self) -> bool:
+        return False
+
+
+_SYNDROME: list[SyndromeLayout] = []
+
+
+def _syndrome() -> SyndromeLayout:
+    # The self-test result is a fact about the installed Unicorn; probing it
+    # once per test process keeps hundreds of boots cheap.
+    if not _SYNDROME:
+        _SYNDROME.append(probe_syndrome_layout())
+    return _SYNDROME[0]
+
+
+class Booted:
+    """A System running one script on a background thread."""
+
+    def __init__(self, script: str | Path | None = None, *, source: str | None = None,
+                 args: list[str] | None = None, execute: list[str] | None = None,
+                 mode: ExitMode = ExitMode.WAIT_AND_EXIT, rom_dirs: list[Path] | None = None,
+                 board: Board | None = None) -> None:
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if source is not None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="pyned-test-")
+            script = Path(self._tmp.name) / "system.lua"
+            script.write_text(source)
+        self.script = Path(script) if script is not None else None
+        self.output = _Output()
+        dirs = ([self.script.parent] if self.script else []) + list(rom_dirs or [])
+        self.system = System(SystemOptions(board=board or Board(), rom_dirs=dirs,
+                                           out=self.output, colour=False), syndrome=_syndrome())
+        self.ned = Ned(self.system, NedOptions(script=self.script, args=list(args or []),
+                                               execute=list(execute or []), mode=mode))
+        self.status: int | None = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="pyned-test-ned", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.status = self.ned.run()
+        except BaseException as exc:  # handed to the test through .error / wait()
+            self.error = exc
+
+    def __enter__(self) -> "Booted":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.system.shutdown()
+        self._thread.join(5)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def channel(self, name: str, timeout: float = 10.0) -> Channel:
+        deadline = time.monotonic() + timeout
+        while True:
+            ch = self.system.cons.channels.get(name)
+            if ch is not None:
+                return ch
+            if time.monotonic() > deadline or not self._thread.is_alive() and self.error:
+                raise AssertionError(f"no console channel {name!r}; have "
+                                     f"{sorted(self.system.cons.channels)}; error: {self.error}")
+            time.sleep(0.01)
+
+    def expect(self, name: str, pattern: str, timeout: float = 10.0) -> str:
+        """Wait for ``pattern`` on channel ``name``; fail with the channel's text."""
+        ch = self.channel(name, timeout)
+        m = ch.wait_for(pattern, timeout)
+        if m is None:
+            raise AssertionError(f"{name}: no {pattern!r} within {timeout}s; got:\n{ch.text()}")
+        return m.group(0)
+
+    def text(self, name: str) -> str:
+        return self.system.cons.channels[name].text()
+
+    def wait(self, timeout: float = 20.0) -> int:
+        """Wait for the script's run to end; return pyned's exit status."""
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise AssertionError(f"system did not end within {timeout}s; output:\n"
+                                 f"{self.output.data.decode(errors='replace')}")
+        if self.error is not None:
+            raise self.error
+        assert self.status is not None
+        return self.status
+
+
+def run_script(source: str, **kw: object) -> tuple[int | None, Booted, BaseException | None]:
+    """Run a script to its end; returns (status, harness, user error or None)."""
+    b = Booted(source=source, **kw)  # type: ignore[arg-type]
+    with b:
+        try:
+            status: int | None = b.wait()
+            err = None
+        except PynedError as exc:
+            status, err = None, exc
+    return status, b, err

@@ -1,0 +1,184 @@
+"""The vCPU on real Unicorn: boot state, identity, exception entry, faults, hypercalls.
+
+Guest code is hand-encoded A64 so these tests need no cross compiler.
+"""
+
+import ctypes
+import mmap
+import struct
+
+import pytest
+
+from pyned.cpu.sysregs import SysRegTable, identity_registers
+from pyned.cpu.vcpu import Exit, ExitKind, Vcpu
+from pyned.platform.board import R82_MIDR
+
+BASE = 0x100000
+SIZE = 0x10000
+
+
+def svc(i): return 0xD4000001 | i << 5
+def hvc(i): return 0xD4000002 | i << 5
+def brk(i): return 0xD4200000 | i << 5
+def movz(rd, imm): return 0xD2800000 | imm << 5 | rd
+
+
+UDF = 0x00000000
+WFI = 0xD503207F
+ERET = 0xD69F03E0
+MRS_MIDR = 0xD5380001           # mrs x1, midr_el1
+MRS_MPIDR = 0xD53800A2          # mrs x2, mpidr_el1
+MRS_MMFR0 = 0xD5380703          # mrs x3, id_aa64mmfr0_el1
+MRS_CURRENTEL = 0xD5384244      # mrs x4, CurrentEL
+MRS_ESR = 0xD538520A           # mrs x10, esr_el1
+MRS_ELR = 0xD538402B           # mrs x11, elr_el1
+MRS_SPSR = 0xD538400C          # mrs x12, spsr_el1
+MOV_X13_SP = 0x910003ED             # mov x13, sp
+
+
+class Traps:
+    def __init__(self):
+        self.calls = []
+
+    def hypercall(self, vcpu, conduit, imm):
+        self.calls.append((conduit, imm, vcpu.pc))
+        if imm == 0x77:
+            vcpu.request_exit(Exit(ExitKind.STOP, "done"))
+        else:
+            vcpu.set_x(0, 0x1234)
+
+    def vector_ok(self, vbar):
+        return BASE <= vbar < BASE + SIZE
+
+
+@pytest.fixture
+def cpu(syndrome):
+    mem = mmap.mmap(-1, SIZE)
+    ptr = ctypes.addressof(ctypes.c_char.from_buffer(mem))
+    table = SysRegTable()
+    identity_registers(table, mmfr0_native=0x1124, mpu_regions=32, counter_hz=62_500_000)
+    traps = Traps()
+    v = Vcpu(0, mpidr=0x1, midr=R82_MIDR, syndrome=syndrome, sysregs=table, traps=traps)
+    v.map_ram(BASE, SIZE, ptr)
+    v.install_fault_hooks([(BASE, SIZE)])
+
+    def load(addr, words):
+        off = addr - BASE
+        mem[off : off + 4 * len(words)] = struct.pack(f"<{len(words)}I", *words)
+
+    v.load, v.traps, v._mem = load, traps, mem
+    return v
+
+
+def test_boot_state_and_r82_identity(cpu):
+    cpu.load(BASE, [MRS_MIDR, MRS_MPIDR, MRS_MMFR0, MRS_CURRENTEL, hvc(0x77)])
+    cpu.reset(entry=BASE, x0=0xD7B)
+    assert cpu.x(0) == 0xD7B and cpu.pstate & 0x3FF == 0x1C5
+    assert cpu.run().kind == ExitKind.STOP
+    assert cpu.x(1) == R82_MIDR
+    assert cpu.x(2) == 0x8000_0001
+    assert (cpu.x(3) >> 48) & 0xFF == 0x2F       # MSA=0xF, MSA_frac=2: PMSA + VMSA
+    assert cpu.x(4) == 1 << 2                    # EL1
+
+
+def test_hypercall_returns_in_place(cpu):
+    cpu.load(BASE, [movz(0, 5), hvc(3), hvc(0x77)])
+    cpu.reset(entry=BASE)
+    cpu.run()
+    assert cpu.traps.calls[0] == ("hvc", 3, BASE + 8)
+    assert cpu.x(0) == 0x1234
+
+
+def setup_vectors(cpu, offset):
+    vbar = BASE + 0x8000
+    cpu.load(vbar + offset, [MRS_ESR, MRS_ELR, MRS_SPSR, MOV_X13_SP, hvc(0x77)])
+    cpu.uc.reg_write(__import__("unicorn").arm64_const.UC_ARM64_REG_VBAR_EL1, vbar)
+
+
+@pytest.mark.parametrize("insn,esr,ret_off", [
+    (svc(0x42), 0x56000042, 4),   # EC 0x15; preferred return after the svc
+    (brk(0x55), 0xF2000055, 0),   # EC 0x3C; return to the brk
+    (UDF, 0x02000000, 0),         # EC 0x00
+])
+def test_sync_exception_from_el1h(cpu, insn, esr, ret_off):
+    cpu.load(BASE, [insn])
+    cpu.reset(entry=BASE)
+    setup_vectors(cpu, 0x200)
+    cpu.set_x(0, 0)
+    from unicorn.arm64_const import UC_ARM64_REG_SP
+    cpu.uc.reg_write(UC_ARM64_REG_SP, BASE + 0x7000)
+    assert cpu.run().kind == ExitKind.STOP
+    assert cpu.x(10) == esr
+    assert cpu.x(11) == BASE + ret_off
+    assert cpu.x(12) & 0x3FF == 0x1C5
+    assert cpu.x(13) == BASE + 0x7000            # EL1h keeps its stack
+
+
+def test_svc_from_el0_uses_lower_el_vector_and_banks_sp(cpu):
+    from unicorn.arm64_const import UC_ARM64_REG_SP, UC_ARM64_REG_SP_EL0, UC_ARM64_REG_SP_EL1
+    cpu.load(BASE, [svc(1)])
+    cpu.reset(entry=BASE, pstate=0x0)            # EL0t, interrupts unmasked
+    setup_vectors(cpu, 0x400)
+    cpu.uc.reg_write(UC_ARM64_REG_SP_EL1, BASE + 0x6000)
+    cpu.uc.reg_write(UC_ARM64_REG_SP, BASE + 0x5000)
+    assert cpu.run().kind == ExitKind.STOP
+    assert cpu.x(10) == 0x56000001
+    assert cpu.x(12) == 0x0
+    assert cpu.x(13) == BASE + 0x6000
+    assert cpu.uc.reg_read(UC_ARM64_REG_SP_EL0) == BASE + 0x5000
+
+
+def test_fault_without_vector_table_is_fatal(cpu):
+    cpu.load(BASE, [UDF])
+    cpu.reset(entry=BASE)
+    exit_ = cpu.run()
+    assert exit_.kind == ExitKind.FATAL
+    assert "no vector table" in exit_.payload.cause and exit_.payload.pc == BASE
+
+
+def test_recursive_fault_loop_is_fatal(cpu):
+    cpu.load(BASE, [UDF])
+    cpu.load(BASE + 0x8200, [UDF])   # the handler faults on its own first instruction
+    cpu.reset(entry=BASE)
+    setup_vectors(cpu, 0x1000)       # vectors elsewhere; 0x200 slot is the udf above
+    exit_ = cpu.run()
+    assert exit_.kind == ExitKind.FATAL and "loop" in exit_.payload.cause
+
+
+@pytest.mark.parametrize("code,cause,far", [
+    ([movz(0, 0x10), 0xF9400001], "read of 8 bytes", 0x10),       # ldr x1, [x0]
+    ([movz(0, 0x10), 0x39000001], "write of 1 bytes", 0x10),      # strb w1, [x0]
+])
+def test_stage2_data_fault_report(cpu, code, cause, far):
+    cpu.load(BASE, code)
+    cpu.reset(entry=BASE)
+    exit_ = cpu.run()
+    assert exit_.kind == ExitKind.FATAL
+    rep = exit_.payload
+    assert cause in rep.cause and rep.far == far and rep.pc == BASE + 4
+    assert rep.esr >> 26 == 0x24
+
+
+def test_stage2_fetch_fault(cpu):
+    cpu.reset(entry=0x40000)
+    exit_ = cpu.run()
+    assert exit_.kind == ExitKind.FATAL and exit_.payload.esr >> 26 == 0x20
+    assert exit_.payload.pc == 0x40000
+
+
+def test_wfi_exit_and_resume(cpu):
+    cpu.load(BASE, [WFI, hvc(0x77)])
+    cpu.reset(entry=BASE)
+    assert cpu.run().kind == ExitKind.WFI
+    assert cpu.pc == BASE + 4
+    assert cpu.run().kind == ExitKind.STOP
+
+
+def test_kick_from_another_thread(cpu):
+    import threading
+    cpu.load(BASE, [0x14000000])  # b .
+    cpu.reset(entry=BASE)
+    t = threading.Timer(0.05, cpu.kick)
+    t.start()
+    exit_ = cpu.run()
+    assert exit_.kind == ExitKind.PREEMPT and exit_.payload is True
