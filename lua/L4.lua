@@ -12,7 +12,9 @@ local function caller_pos()
     local info = debug.getinfo(level, "Sl")
     if not info then return "" end
     if info.what ~= "C" and not N.is_library(info.source) then
-      return info.short_src .. ":" .. (info.currentline or 0) .. ": "
+      -- the full path: short_src abbreviates long ones with "..."
+      local src = info.source:sub(1, 1) == "@" and info.source:sub(2) or info.short_src
+      return src .. ":" .. (info.currentline or 0) .. ": "
     end
     level = level + 1
   end

@@ -141,9 +141,14 @@ class Cons:
             elif opt == "no-timestamp":
                 timestamp = False
         with self._lock:
+            old = self.channels.get(tag)
+            if old is not None and old.dead:
+                # A restarted program continues its console: one history per name.
+                old.dead = False
+                return old
             name = tag
             n = 1
-            while name in self.channels and not self.channels[name].dead:
+            while name in self.channels:
                 name = f"{tag}:{n}"
                 n += 1
             ch = Channel(self, name, colour, key, show, bufsz, timestamp)
