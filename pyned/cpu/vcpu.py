@@ -19,6 +19,7 @@ parts of the core a VMM needs from it:
 from __future__ import annotations
 
 import collections
+import ctypes
 import struct
 import threading
 import time
@@ -30,6 +31,7 @@ from unicorn import (UC_ARCH_ARM64, UC_HOOK_INSN, UC_HOOK_INTR,
                      UC_HOOK_MEM_UNMAPPED, UC_MEM_FETCH_UNMAPPED, UC_MEM_WRITE_UNMAPPED,
                      UC_MODE_ARM, UC_PROT_ALL, Uc, UcError)
 from unicorn import arm64_const as A
+from unicorn.unicorn_py3.unicorn import uclib
 
 from pyned.cpu.decode import MemAccess, decode_access
 from pyned.cpu.exceptions import (BOOT_PSTATE, EC, ESR_IL, ExceptionKind, esr_ec, plan_entry,
@@ -57,6 +59,41 @@ _FAULT_LOOP_LIMIT = 64
 
 _X_REGS = [getattr(A, f"UC_ARM64_REG_X{i}") for i in range(29)] + [A.UC_ARM64_REG_X29,
                                                                     A.UC_ARM64_REG_X30]
+
+
+class _RawRegs:
+    """General registers through the C API directly.
+
+    The binding's ``reg_read``/``reg_write`` cost about 2 µs each; the raw call
+    about 0.6 µs. Hypercalls touch several registers, so this is most of
+    their cost (unicorn-aarch64.md, Q10).
+    """
+
+    def __init__(self, uc: Uc) -> None:
+        # The same library, without the binding's argument prototypes, whose
+        # conversions cost as much again as the call.
+        lib = ctypes.CDLL(uclib._name)
+        self._uch = ctypes.c_void_p(uc._uch.value)
+        self._buf = ctypes.c_uint64()
+        self._ref = ctypes.byref(self._buf)
+        self._read = lib.uc_reg_read
+        self._write = lib.uc_reg_write
+        self._ctx_save = lib.uc_context_save
+        for fn in (self._read, self._write, self._ctx_save):
+            fn.argtypes = None
+            fn.restype = ctypes.c_int
+
+    def save_context(self, ctx: object) -> None:
+        """``context_update`` without the binding's wrapper."""
+        self._ctx_save(self._uch, ctx)
+
+    def read(self, reg: int) -> int:
+        self._read(self._uch, reg, self._ref)
+        return self._buf.value
+
+    def write(self, reg: int, value: int) -> None:
+        self._buf.value = value & 0xFFFF_FFFF_FFFF_FFFF
+        self._write(self._uch, reg, self._ref)
 
 
 class ExitKind(Enum):
@@ -104,17 +141,23 @@ class Vcpu:
         self.index = index
         self.mpidr = mpidr
         self.uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+        self._regs = _RawRegs(self.uc)
         self._syndrome = syndrome
         self._sysregs = sysregs
         self._traps = traps
+        self._hypercall = traps.hypercall
+        self.hypercalls = 0
+        self.last_hypercall = 0
         self._ctx = self.uc.context_save()
+        self._ctx_ptr = self._ctx.context
         self._read_syndrome = syndrome.reader(self._ctx)
         self._pending_exit: Exit | None = None
         self._kick_lock = threading.Lock()
         self._kicked = False
         self._fault_key: tuple[int, int] | None = None
         self._fault_repeats = 0
-        self.recent: collections.deque[str] = collections.deque(maxlen=16)
+        # (monotonic time, what, pc, esr): formatted only when a report needs it
+        self.recent: collections.deque[tuple[float, str, int, int]] = collections.deque(maxlen=16)
         self.exits: collections.Counter[str] = collections.Counter()
         self._init_el2_el3(midr)
         self.uc.hook_add(UC_HOOK_INTR, self._on_intr)
@@ -176,17 +219,25 @@ class Vcpu:
 
     @property
     def pc(self) -> int:
-        return self.uc.reg_read(A.UC_ARM64_REG_PC)
+        return self._regs.read(A.UC_ARM64_REG_PC)
 
     @pc.setter
     def pc(self, value: int) -> None:
-        self.uc.reg_write(A.UC_ARM64_REG_PC, value)
+        self._regs.write(A.UC_ARM64_REG_PC, value)
 
     def x(self, n: int) -> int:
-        return self.uc.reg_read(_X_REGS[n])
+        return self._regs.read(_X_REGS[n])
+
+    @property
+    def x0(self) -> int:
+        return self._regs.read(A.UC_ARM64_REG_X0)
+
+    @x0.setter
+    def x0(self, value: int) -> None:
+        self._regs.write(A.UC_ARM64_REG_X0, value)
 
     def set_x(self, n: int, value: int) -> None:
-        self.uc.reg_write(_X_REGS[n], value & 0xFFFF_FFFF_FFFF_FFFF)
+        self._regs.write(_X_REGS[n], value)
 
     @property
     def pstate(self) -> int:
@@ -268,13 +319,16 @@ class Vcpu:
     # -- hooks --------------------------------------------------------------
 
     def _on_intr(self, uc: Uc, intno: int, _ud: object) -> None:
-        pc = uc.reg_read(A.UC_ARM64_REG_PC)
-        uc.context_update(self._ctx)
+        self._regs.save_context(self._ctx_ptr)
         esr, far = self._read_syndrome()
         if intno == EXCP_HVC or intno == EXCP_SMC:
-            self._note(f"{'hvc' if intno == EXCP_HVC else 'smc'} #{esr & 0xFFFF:#x} x0={uc.reg_read(A.UC_ARM64_REG_X0):#x}")
-            self._traps.hypercall(self, "hvc" if intno == EXCP_HVC else "smc", esr & 0xFFFF)
+            # Hot path (a guest's hypercalls): no PC read, no clock, no formatting;
+            # only the latest one is kept for reports.
+            self.last_hypercall = esr
+            self.hypercalls += 1
+            self._hypercall(self, "hvc" if intno == EXCP_HVC else "smc", esr & 0xFFFF)
             return
+        pc = self.pc
         if intno in (EXCP_UDEF, EXCP_SWI, EXCP_BKPT, EXCP_PREFETCH_ABORT, EXCP_DATA_ABORT):
             # svc's preferred return is the next instruction (where Unicorn left
             # PC); the others return to the faulting instruction itself.
@@ -282,7 +336,7 @@ class Vcpu:
                          EXCP_PREFETCH_ABORT: "prefetch abort", EXCP_DATA_ABORT: "data abort"}[intno]
             if intno not in (EXCP_PREFETCH_ABORT, EXCP_DATA_ABORT):
                 far = 0
-            self._note(f"{kind_note} at {pc:#x} esr={esr:#x}")
+            self.recent.append((time.monotonic(), kind_note, pc, esr))
             self.take_sync(esr, far, pc, cause=kind_note)
             return
         self.request_exit(Exit(ExitKind.FATAL, self._report(
@@ -364,10 +418,17 @@ class Vcpu:
 
     # -- reporting ----------------------------------------------------------
 
-    def _note(self, what: str) -> None:
-        self.recent.append(f"{time.monotonic():.6f} {what}")
+    def recent_exits(self) -> list[str]:
+        out = []
+        if self.recent:
+            last = self.recent[-1][0]
+            out = [f"{t - last:+.6f}s {what} at {pc:#x} esr={esr:#010x}"
+                   for t, what, pc, esr in self.recent]
+        if self.hypercalls:
+            out.append(f"{self.hypercalls} hypercalls, the last with esr={self.last_hypercall:#010x}")
+        return out
 
     def _report(self, cause: str, pc: int, esr: int = 0, far: int = 0) -> FaultReport:
         el = pstate_el(self.uc.reg_read(A.UC_ARM64_REG_PSTATE))
         return FaultReport(cause=cause, pc=pc, esr=esr, far=far, detail=f"EL{el}",
-                           recent_exits=list(self.recent))
+                           recent_exits=self.recent_exits())

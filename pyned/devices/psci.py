@@ -10,7 +10,7 @@ MIGRATE_INFO_TYPE says there is no trusted OS, SYSTEM_OFF exits the VM with
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Protocol
+from typing import Callable, Protocol
 
 SMC64 = 0x4000_0000
 PSCI_BASE = 0x8400_0000
@@ -77,16 +77,14 @@ class PsciPlatform(Protocol):
     def system_exit(self, code: int, reason: str) -> None: ...
 
 
+# Function ID -> function, for both calling conventions; a dict because
+# hypercalls are a hot path and building an enum member is not cheap.
+_BY_FID = {PSCI_BASE | fn: fn for fn in PsciFn}
+_BY_FID.update({PSCI_BASE | SMC64 | fn: fn for fn in _BOTH})
+
+
 def _decode(fid: int) -> PsciFn | None:
-    if fid & ~SMC64 & 0xFFFF_FFE0 != PSCI_BASE:
-        return None
-    try:
-        fn = PsciFn(fid & 0x1F)
-    except ValueError:
-        return None
-    if fid & SMC64 and fn not in _BOTH:
-        return None
-    return fn
+    return _BY_FID.get(fid)
 
 
 class Psci:
@@ -100,16 +98,20 @@ class Psci:
     def owns(self, fid: int) -> bool:
         return fid & ~SMC64 & 0xFF00_0000 == PSCI_BASE
 
-    def call(self, cpu: int, fid: int, a1: int, a2: int, a3: int) -> int:
+    def call(self, cpu: int, fid: int, arg: Callable[[int], int]) -> int:
+        """``arg(n)`` reads argument register n; only the calls that take arguments read them."""
         self.calls += 1
         fn = _decode(fid)
         if fn is None or fn not in _IMPLEMENTED:
             return PsciRet.NOT_SUPPORTED
-        if not fid & SMC64:
-            a1, a2, a3 = a1 & 0xFFFF_FFFF, a2 & 0xFFFF_FFFF, a3 & 0xFFFF_FFFF
-        p = self._platform
         if fn == PsciFn.VERSION:
             return PSCI_VERSION_1_0
+        if fn in (PsciFn.MIGRATE_INFO_TYPE, PsciFn.SYSTEM_OFF, PsciFn.SYSTEM_RESET, PsciFn.CPU_OFF):
+            a1 = a2 = a3 = 0
+        else:
+            mask = 0xFFFF_FFFF_FFFF_FFFF if fid & SMC64 else 0xFFFF_FFFF
+            a1, a2, a3 = arg(1) & mask, arg(2) & mask, arg(3) & mask
+        p = self._platform
         if fn == PsciFn.FEATURES:
             feature = _decode(a1)
             return PsciRet.SUCCESS if feature in _IMPLEMENTED else PsciRet.NOT_SUPPORTED

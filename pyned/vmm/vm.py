@@ -93,7 +93,6 @@ class Vm:
         self._end_lock = threading.Lock()
         self._finished = False
         self._end_listeners: list[Callable[[VmEnd], None]] = []
-        self.hypercalls = 0
         self.dtb_addr = 0
         self.entry = 0
 
@@ -205,17 +204,14 @@ class Vm:
     # -- traps (called from the vCPU's hooks) ---------------------------------
 
     def hypercall(self, vcpu: Vcpu, conduit: str, imm: int) -> None:
-        self.hypercalls += 1
-        fid = vcpu.x(0) & 0xFFFF_FFFF
-        if conduit == "hvc" and imm == 1 and fid == VM_PRINT_FID:
-            self.vm_print.putc(vcpu.index, vcpu.x(1))
-            return
+        fid = vcpu.x0 & 0xFFFF_FFFF
         psci = self.psci
         if imm == 0 and psci is not None and psci.conduit == conduit and psci.owns(fid):
-            ret = psci.call(vcpu.index, fid, vcpu.x(1), vcpu.x(2), vcpu.x(3))
-            vcpu.set_x(0, ret)
-            return
-        vcpu.set_x(0, SMCCC_NOT_SUPPORTED)
+            vcpu.x0 = psci.call(vcpu.index, fid, vcpu.x)
+        elif conduit == "hvc" and imm == 1 and fid == VM_PRINT_FID:
+            self.vm_print.putc(vcpu.index, vcpu.x(1))
+        else:
+            vcpu.x0 = SMCCC_NOT_SUPPORTED
 
     def vector_ok(self, vbar: int) -> bool:
         return self.memory.contains(vbar, 0x800)

@@ -37,6 +37,10 @@ class Platform:
         self.exit = (code, reason)
 
 
+def args(a1, a2, a3):
+    return {1: a1, 2: a2, 3: a3}.__getitem__
+
+
 @pytest.fixture
 def psci():
     p = Platform()
@@ -45,34 +49,34 @@ def psci():
 
 def test_version_features_migrate(psci):
     dev, _ = psci
-    assert dev.call(0, 0x84000000, 0, 0, 0) == PSCI_VERSION_1_0
-    assert dev.call(0, 0x84000006, 0, 0, 0) == MIGRATE_INFO_NO_TOS
-    assert dev.call(0, 0x8400000A, 0xC4000003, 0, 0) == PsciRet.SUCCESS
-    assert dev.call(0, 0x8400000A, 0x84000005, 0, 0) == PsciRet.NOT_SUPPORTED  # MIGRATE
-    assert dev.call(0, 0x8400000A, 0x12345678, 0, 0) == PsciRet.NOT_SUPPORTED
+    assert dev.call(0, 0x84000000, args(0, 0, 0)) == PSCI_VERSION_1_0
+    assert dev.call(0, 0x84000006, args(0, 0, 0)) == MIGRATE_INFO_NO_TOS
+    assert dev.call(0, 0x8400000A, args(0xC4000003, 0, 0)) == PsciRet.SUCCESS
+    assert dev.call(0, 0x8400000A, args(0x84000005, 0, 0)) == PsciRet.NOT_SUPPORTED  # MIGRATE
+    assert dev.call(0, 0x8400000A, args(0x12345678, 0, 0)) == PsciRet.NOT_SUPPORTED
 
 
 def test_cpu_on_checks_entry_and_state(psci):
     dev, p = psci
-    assert dev.call(0, 0xC4000003, 1, 0x10, 0) == PsciRet.INVALID_ADDRESS
-    assert dev.call(0, 0xC4000003, 1, 0x1000000, 7) == PsciRet.SUCCESS
+    assert dev.call(0, 0xC4000003, args(1, 0x10, 0)) == PsciRet.INVALID_ADDRESS
+    assert dev.call(0, 0xC4000003, args(1, 0x1000000, 7)) == PsciRet.SUCCESS
     assert p.calls[-1] == ("on", 1, 0x1000000, 7)
-    assert dev.call(0, 0xC4000003, 1, 0x1000000, 7) == PsciRet.ALREADY_ON
-    assert dev.call(0, 0xC4000003, 5, 0x1000000, 7) == PsciRet.INVALID_PARAMETERS
+    assert dev.call(0, 0xC4000003, args(1, 0x1000000, 7)) == PsciRet.ALREADY_ON
+    assert dev.call(0, 0xC4000003, args(5, 0x1000000, 7)) == PsciRet.INVALID_PARAMETERS
 
 
 def test_smc32_arguments_are_truncated(psci):
     dev, p = psci
-    assert dev.call(0, 0x84000003, (1 << 32) | 1, (1 << 40) | 0x1000000, 0) == PsciRet.SUCCESS
+    assert dev.call(0, 0x84000003, args((1 << 32) | 1, (1 << 40) | 0x1000000, 0)) == PsciRet.SUCCESS
     assert p.calls[-1][1:3] == (1, 0x1000000)
 
 
 def test_affinity_info(psci):
     dev, _ = psci
-    assert dev.call(0, 0xC4000004, 0, 0, 0) == AffinityState.ON
-    assert dev.call(0, 0xC4000004, 1, 0, 0) == AffinityState.OFF
-    assert dev.call(0, 0xC4000004, 9, 0, 0) == PsciRet.INVALID_PARAMETERS
-    assert dev.call(0, 0xC4000004, 0, 1, 0) == PsciRet.INVALID_PARAMETERS
+    assert dev.call(0, 0xC4000004, args(0, 0, 0)) == AffinityState.ON
+    assert dev.call(0, 0xC4000004, args(1, 0, 0)) == AffinityState.OFF
+    assert dev.call(0, 0xC4000004, args(9, 0, 0)) == PsciRet.INVALID_PARAMETERS
+    assert dev.call(0, 0xC4000004, args(0, 1, 0)) == PsciRet.INVALID_PARAMETERS
 
 
 @pytest.mark.parametrize("fid,code", [(0x84000008, SHUTDOWN_EXIT), (0x84000009, REBOOT_EXIT)])
@@ -84,12 +88,12 @@ def test_system_off_and_reset(psci, fid, code):
 
 def test_smc64_only_for_functions_that_have_it(psci):
     dev, p = psci
-    assert dev.call(0, 0xC4000008, 0, 0, 0) == PsciRet.NOT_SUPPORTED  # no SMC64 SYSTEM_OFF
+    assert dev.call(0, 0xC4000008, args(0, 0, 0)) == PsciRet.NOT_SUPPORTED  # no SMC64 SYSTEM_OFF
     assert p.exit is None
 
 
 def test_off_and_suspend_reach_platform(psci):
     dev, p = psci
-    dev.call(1, 0x84000002, 0, 0, 0)
-    dev.call(0, 0xC4000001, 0, 0, 0)
+    dev.call(1, 0x84000002, args(0, 0, 0))
+    dev.call(0, 0xC4000001, args(0, 0, 0))
     assert ("off", 1) in p.calls and ("standby", 0) in p.calls

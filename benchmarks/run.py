@@ -1,0 +1,160 @@
+"""pyned benchmarks: prints a table of medians over several runs.
+
+    python benchmarks/run.py [--runs N] [--only NAME ...]
+
+Figures (issue targets in brackets):
+  boot_first_byte   `pyned boot` start to the guest's first console byte  [< 300 ms]
+  compute_ratio     guest compute speed in a VM / the same binary on bare Unicorn  [>= 0.9]
+  null_hypercall    hvc round trip (PSCI_VERSION), measured by the guest  [< 5 us]
+
+The machine is shared and noisy: read medians, not single runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import io
+import mmap
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+COUNTER_HZ = 62_500_000
+
+
+def _script(body: str) -> Path:
+    d = Path(tempfile.mkdtemp(prefix="pyned-bench-"))
+    p = d / "bench.lua"
+    p.write_text('local vmm = require "vmm"\n' + body)
+    return p
+
+
+def boot_first_byte(runs: int) -> dict:
+    script = _script('vmm.start_vm{ id = 1, kernel = "rom/hello.elf", fdt = "rom/virt-r82.dtb" }\n')
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "pyned", "boot", "--color=never", str(script)],
+                                stdout=subprocess.PIPE, env=env, cwd=ROOT)
+        assert proc.stdout is not None
+        while True:
+            line = proc.stdout.readline()
+            if not line:
+                raise RuntimeError("pyned ended before the guest printed")
+            if line.startswith(b"vm1"):
+                times.append(time.perf_counter() - t0)
+                break
+        proc.wait()
+    return {"median_ms": statistics.median(times) * 1e3, "min_ms": min(times) * 1e3,
+            "target": "< 300 ms", "ok": statistics.median(times) < 0.3}
+
+
+def _vm_output(body: str, channel: str, timeout: float = 600) -> str:
+    from pyned.testing import Booted
+    with Booted(_script(body)) as b:
+        b.wait(timeout)
+        return b.text(channel)
+
+
+def _compute_in_vm(iters: int) -> tuple[int, float]:
+    out = _vm_output('vmm.start_vm{ id = 1, kernel = "rom/compute.elf", fdt = "rom/virt-r82.dtb", '
+                     f'bootargs = "iters={iters}" }}\n', "vm1")
+    m = re.search(r"result=(0x[0-9a-f]+) ticks=(\d+)", out)
+    assert m, out
+    return int(m.group(1), 16), int(m.group(2)) / COUNTER_HZ
+
+
+def _compute_bare(iters: int) -> tuple[int, float]:
+    """The same ELF on a bare Unicorn: no hooks but a PL011 stub, no pyned run loop."""
+    import fdt
+    from elftools.elf.elffile import ELFFile
+    from unicorn import UC_ARCH_ARM64, UC_MODE_ARM, UC_PROT_ALL, Uc, UcError
+    from unicorn.arm64_const import UC_ARM64_REG_PC, UC_ARM64_REG_X0
+
+    base, size = 0x0200_0000, 16 << 20
+    data = (ROOT / "images" / "compute.elf").read_bytes()
+    ram = mmap.mmap(-1, size)
+    elf = ELFFile(io.BytesIO(data))
+    for seg in elf.iter_segments():
+        if seg["p_type"] == "PT_LOAD":
+            off = seg["p_paddr"]
+            ram[off:off + seg["p_filesz"]] = seg.data()
+    tree = fdt.FDT()
+    tree.set_property("bootargs", f"iters={iters}", path="/chosen")
+    blob = tree.to_dtb(version=17)
+    dtb = size - 0x10000
+    ram[dtb:dtb + len(blob)] = blob
+    out = bytearray()
+    uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+    uc.mem_map_ptr(base, size, UC_PROT_ALL, ctypes.addressof(ctypes.c_char.from_buffer(ram)))
+    uc.mmio_map(0x9C09_0000, 0x1000, lambda u, o, s, d: 0, None,
+                lambda u, o, s, v, d: out.append(v & 0xFF) if o == 0 else None, None)
+    uc.reg_write(UC_ARM64_REG_X0, base + dtb)
+    try:
+        uc.emu_start(base + elf["e_entry"], 0xFFFF_FFFF_FFFF_FFFC)
+    except UcError:
+        pass  # the final hvc (SYSTEM_OFF) is UNDEF on a bare core: that is the end
+    m = re.search(rb"result=(0x[0-9a-f]+) ticks=(\d+)", bytes(out))
+    assert m, bytes(out)
+    return int(m.group(1), 16), int(m.group(2)) / COUNTER_HZ
+
+
+def compute_ratio(runs: int, iters: int = 5_000_000) -> dict:
+    # Runs alternate so that both sides see the same background load; the
+    # figure is the median of the per-pair ratios.
+    vm, bare, ratios = [], [], []
+    for _ in range(runs):
+        r1, t1 = _compute_in_vm(iters)
+        r2, t2 = _compute_bare(iters)
+        assert r1 == r2, "the VM computed a different result"
+        vm.append(t1)
+        bare.append(t2)
+        ratios.append(t2 / t1)
+    ratio = statistics.median(ratios)
+    return {"vm_s": statistics.median(vm), "bare_s": statistics.median(bare), "ratio": ratio,
+            "best_ratio": min(bare) / min(vm), "target": ">= 0.9", "ok": ratio >= 0.9}
+
+
+def null_hypercall(runs: int, n: int = 200_000) -> dict:
+    per = []
+    for _ in range(runs):
+        out = _vm_output('vmm.start_vm{ id = 1, kernel = "rom/hcall.elf", fdt = "rom/virt-r82.dtb", '
+                         f'bootargs = "n={n}" }}\n', "vm1")
+        m = re.search(r"ticks=(\d+)", out)
+        assert m, out
+        per.append(int(m.group(1)) / COUNTER_HZ / n)
+    med = statistics.median(per)
+    return {"median_us": med * 1e6, "min_us": min(per) * 1e6, "target": "< 5 us", "ok": med < 5e-6}
+
+
+BENCHES = {"boot_first_byte": boot_first_byte, "compute_ratio": compute_ratio,
+           "null_hypercall": null_hypercall}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--only", nargs="*", choices=sorted(BENCHES))
+    args = ap.parse_args()
+    print(f"{'benchmark':<18} {'result':<52} {'target':<10} ok")
+    for name in args.only or BENCHES:
+        res = BENCHES[name](args.runs)
+        shown = ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in res.items() if k not in ("target", "ok"))
+        print(f"{name:<18} {shown:<52} {res['target']:<10} {'yes' if res['ok'] else 'NO'}",
+              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
