@@ -17,6 +17,7 @@ import fdt
 from fdt.items import Node, Property, PropBytes, PropStrings, PropWords
 
 from pyned.errors import ImageError
+from pyned.vmm import dts
 
 
 
@@ -51,8 +52,6 @@ def load_blob_or_source(path: Path) -> fdt.FDT:
     except OSError as err:
         raise ImageError(f"{path}: cannot read: {err.strerror}") from None
     if path.suffix in (".dts", ".dtsi"):
-        from pyned.vmm import dts
-
         try:
             return dts.compile_dts(data.decode("utf-8", errors="replace"), filename=str(path),
                                    include_dirs=[path.parent])
@@ -61,9 +60,28 @@ def load_blob_or_source(path: Path) -> fdt.FDT:
     if data[:4] != b"\xd0\x0d\xfe\xed":
         raise ImageError(f"{path}: not a device tree blob (bad magic {data[:4].hex()})")
     try:
-        return fdt.parse_dtb(data)
+        return parse_dtb(data)
     except Exception as err:
         raise ImageError(f"{path}: malformed device tree blob: {err}") from None
+
+
+def parse_dtb(data: bytes) -> fdt.FDT:
+    """``fdt.parse_dtb`` with a reserve map of its own.
+
+    The package appends /memreserve/ entries to a default list that every FDT
+    object shares, so one VM's DTB would leak its entries into the next.
+    """
+    tree = fdt.parse_dtb(data)
+    off = struct.unpack_from(">I", data, 16)[0]
+    entries = []
+    while off + 16 <= len(data):
+        addr, size = struct.unpack_from(">QQ", data, off)
+        if addr == 0 and size == 0:
+            break
+        entries.append({"address": addr, "size": size})
+        off += 16
+    tree.entries = entries
+    return tree
 
 
 class DeviceTree:

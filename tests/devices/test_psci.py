@@ -82,7 +82,7 @@ def test_affinity_info(psci):
 @pytest.mark.parametrize("fid,code", [(0x84000008, SHUTDOWN_EXIT), (0x84000009, REBOOT_EXIT)])
 def test_system_off_and_reset(psci, fid, code):
     dev, p = psci
-    dev.call(0, fid, 0, 0, 0)
+    dev.call(0, fid, args(0, 0, 0))
     assert p.exit[0] == code
 
 
