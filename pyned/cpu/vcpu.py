@@ -241,7 +241,11 @@ class Vcpu:
 
     @property
     def pstate(self) -> int:
-        return self.uc.reg_read(A.UC_ARM64_REG_PSTATE)
+        return self._regs.read(A.UC_ARM64_REG_PSTATE)
+
+    @property
+    def vbar(self) -> int:
+        return self._regs.read(A.UC_ARM64_REG_VBAR_EL1)
 
     def set_pstate(self, value: int) -> None:
         self.uc.reg_write(A.UC_ARM64_REG_PSTATE, value)

@@ -47,6 +47,7 @@ class Core:
         self._wake_pending: set[Schedulable] = set()
         self.current: Schedulable | None = None
         self._dispatch = 0
+        self._slice_over = False
         self._stopped = False
         self.switches = 0
         self._thread = threading.Thread(target=self._loop, name=f"pyned-core{index}", daemon=True)
@@ -76,6 +77,14 @@ class Core:
             running = state == "running"
         if running:
             ent.kick()
+
+    def should_yield(self, ent: Schedulable) -> bool:
+        """Whether ``ent``, running here, ought to give the core up now."""
+        with self._cond:
+            best = self._best_waiting_prio()
+            if best is None:
+                return False
+            return best > ent.prio or (best == ent.prio and self._slice_over)
 
     def threads(self) -> list[tuple[str, int, str]]:
         with self._cond:
@@ -119,6 +128,7 @@ class Core:
                 return
             best = self._best_waiting_prio()
             if best is not None and best >= self.current.prio:
+                self._slice_over = True
                 self._preempt(dispatch)
             else:
                 self._clock.after(self._slice_ns, lambda: self._slice_end(dispatch))
@@ -139,6 +149,7 @@ class Core:
                 if self._stopped:
                     return
                 self._state[ent] = "running"
+                self._slice_over = False
                 self.current = ent
                 self._dispatch += 1
                 dispatch = self._dispatch

@@ -38,7 +38,7 @@ def start(system: "System", task: Task, spec: StartSpec) -> None:
     vm = build_vm(BuildInputs(
         name=channel.name, options=options, caps=spec.caps, resolve=system.rom.resolve,
         board=system.board, syndrome=system.syndrome, cores=cores, prio=prio,
-        console_write=channel.write, log=log))
+        console_write=channel.write, log=log, clock=system.clock))
     uart = next((d.device for d in vm.devices if hasattr(d.device, "push_input")), None)
     if uart is not None:
         channel.attach_input(uart.push_input)  # type: ignore[attr-defined]

@@ -17,7 +17,10 @@ from typing import Callable
 from fdt.items import Node
 
 from pyned.cpu.syndrome import SyndromeLayout
-from pyned.cpu.sysregs import SysRegTable, identity_registers
+from pyned.cpu.sysregs import SysReg, SysRegKey, SysRegTable, identity_registers
+from pyned.devices.gic import ICC_REGISTERS
+from pyned.devices.timer import GenericTimer, TimerKind
+from pyned.kernel.clock import Clock
 from pyned.cpu.vcpu import Vcpu
 from pyned.errors import ConfigError, ImageError, MemoryLayoutError
 from pyned.kernel.memory import Dataspace
@@ -50,6 +53,7 @@ class BuildInputs:
     prio: int
     console_write: Callable[[bytes], None]
     log: Callable[[str], None]
+    clock: Clock
 
 
 def _align_up(v: int, a: int) -> int:
@@ -74,7 +78,8 @@ def build_vm(inp: BuildInputs) -> Vm:
     memory = GuestMemory()
     mpu = MpuMap(inp.board.mpu_regions_per_vm, inp.name)
     vm = Vm(inp.name, memory=memory, bus=MmioBus(), mpu=mpu, dt=dt,
-            console_write=inp.console_write, log=inp.log)
+            console_write=inp.console_write, log=inp.log, clock=inp.clock,
+            counter_hz=inp.board.counter_hz)
     vm.fault_mode = opts.fault_mode
 
     first = _setup_ram(inp, dt, memory, mpu)
@@ -103,20 +108,25 @@ def build_vm(inp: BuildInputs) -> Vm:
         top = rd_base
         _set_initrd(dt, chosen, rd_base, rd_base + len(rd))
 
-    # Devices
+    # vCPU count first: the GIC and the timer are per CPU.
     notes: list[str] = []
-    ctx = factory.FactoryContext(vm, dt, inp.board, inp.console_write, notes)
+    mpidrs = _cpu_mpidrs(dt, notes)
+    if len(mpidrs) > len(inp.cores):
+        notes.append(f"{len(mpidrs)} cpu nodes but the VM's CPU set has {len(inp.cores)} cores: "
+                     f"cpus beyond that get no vCPU")
+        mpidrs = mpidrs[: len(inp.cores)]
+
+    # Devices
+    ctx = factory.FactoryContext(vm, dt, inp.board, inp.console_write, notes,
+                                 num_cpus=len(mpidrs), mpidrs=list(mpidrs))
     factory.scan(ctx)
 
     # vCPUs
     sysregs = SysRegTable()
     identity_registers(sysregs, mmfr0_native=0x1124, mpu_regions=inp.board.mpu_regions,
                        counter_hz=inp.board.counter_hz)
-    mpidrs = _cpu_mpidrs(dt, notes)
-    if len(mpidrs) > len(inp.cores):
-        notes.append(f"{len(mpidrs)} cpu nodes but the VM's CPU set has {len(inp.cores)} cores: "
-                     f"cpus beyond that get no vCPU")
-        mpidrs = mpidrs[: len(inp.cores)]
+    _timer_registers(sysregs, vm)
+    _gic_registers(sysregs, vm)
     mapped = [(r.range.base, r.range.size) for r in memory.regions]
     mapped += [(r.range.base, r.range.size) for r in vm.bus.regions]
     for index, mpidr in enumerate(mpidrs):
@@ -203,6 +213,40 @@ def _setup_ram(inp: BuildInputs, dt: DeviceTree, memory: GuestMemory, mpu: MpuMa
                 first = rng
     assert first is not None
     return first
+
+
+_TIMER_REGS = {  # (op0, op1, CRn, CRm) of CNTP_* / CNTV_*; op2 0 TVAL, 1 CTL, 2 CVAL
+    TimerKind.PHYS: (3, 3, 14, 2),
+    TimerKind.VIRT: (3, 3, 14, 3),
+}
+
+
+def _timer_registers(table: SysRegTable, vm: Vm) -> None:
+    """CNTP/CNTV CTL, CVAL and TVAL: QEMU implements them (as stubs), so native=True."""
+    timers = vm.timers
+    if not timers:
+        return
+    for kind, (op0, op1, crn, crm) in _TIMER_REGS.items():
+        name = "CNTP" if kind == TimerKind.PHYS else "CNTV"
+        for op2, reg, read, write in (
+                (0, "TVAL", GenericTimer.read_tval, GenericTimer.write_tval),
+                (1, "CTL", GenericTimer.read_ctl, GenericTimer.write_ctl),
+                (2, "CVAL", GenericTimer.read_cval, GenericTimer.write_cval)):
+            table.add(SysRegKey(op0, op1, crn, crm, op2), SysReg(
+                f"{name}_{reg}_EL0",
+                read=lambda cpu, f=read, k=kind: f(timers[cpu], k),
+                write=lambda cpu, v, f=write, k=kind: f(timers[cpu], k, v)))
+
+
+def _gic_registers(table: SysRegTable, vm: Vm) -> None:
+    """The GICv3 CPU interface: registers QEMU lacks here, so the hook steps the PC."""
+    gic = vm.gic
+    if gic is None or gic.version != 3:
+        return
+    for name, enc in ICC_REGISTERS.items():
+        table.add(SysRegKey(*enc), SysReg(
+            name, read=lambda cpu, n=name: gic.icc_read(cpu, n),
+            write=lambda cpu, v, n=name: gic.icc_write(cpu, n, v), native=False))
 
 
 def _place(what: str, rng: MemRange, ram: MemRange, used: list[MemRange]) -> None:

@@ -8,18 +8,25 @@ guest probe hardware that is not there.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from fdt.items import Node
 
-from pyned.devices.base import IrqLine, UnconnectedIrq
+from pyned.devices.base import IrqLine
+from pyned.devices.gic import Gic
 from pyned.devices.pl011 import Pl011
 from pyned.devices.psci import Psci
 from pyned.devices.sysctl import SysCtl
+from pyned.devices.timer import GenericTimer
+from pyned.errors import ImageError
 from pyned.platform.board import Board, MemRange
 from pyned.vmm.devicetree import DeviceTree, node_path
 from pyned.vmm.vm import DeviceEntry, Vm
+
+# SPIs of the virtual GIC: INTIDs 32..255. Enough for the board's UARTs
+# (SPIs 5-8) and the virtio slots; Linux and uvmm guests need no more.
+NUM_SPIS = 224
 
 
 class Unbacked(Exception):
@@ -33,6 +40,55 @@ class FactoryContext:
     board: Board
     console_write: Callable[[bytes], None]
     notes: list[str]
+    num_cpus: int = 1
+    mpidrs: list[int] = field(default_factory=lambda: [0])
+    built: dict[int, object] = field(default_factory=dict)   # id(node) -> device
+    failed: dict[int, str] = field(default_factory=dict)     # id(node) -> why not
+
+    def build(self, node: Node) -> object | None:
+        """Build ``node``'s device now (interrupt parents are needed before their users)."""
+        key = id(node)
+        if key in self.built:
+            return self.built[key]
+        if key in self.failed:
+            return None
+        factory = _factory_for(self.dt, node)
+        if factory is None or not self.dt.is_enabled(node):
+            return None
+        before = {id(r) for r in self.vm.bus.regions}
+        try:
+            device = factory(self, node)
+        except Unbacked as why:
+            self.failed[key] = str(why)
+            self.dt.disable(node, str(why))
+            return None
+        self.built[key] = device
+        windows = [r.range for r in self.vm.bus.regions if id(r) not in before]
+        self.vm.devices.append(DeviceEntry(node_path(node), self.dt.compatible(node)[0], device,
+                                           windows))
+        return device
+
+    def controller(self, node: Node, index: int) -> tuple[Gic, tuple[int, ...]]:
+        """The virtual GIC behind interrupt ``index`` of ``node``, and the specifier."""
+        irqs = self.dt.interrupts(node)
+        if index >= len(irqs):
+            raise Unbacked(f"needs interrupt {index}, has {len(irqs)}")
+        ctrl = irqs[index].controller
+        if not self.dt.is_enabled(ctrl):
+            raise Unbacked(f"interrupt parent {node_path(ctrl)} is disabled")
+        gic = self.build(ctrl)
+        if not isinstance(gic, Gic):
+            why = self.failed.get(id(ctrl), "it is not a virtual interrupt controller")
+            raise Unbacked(f"interrupt parent {node_path(ctrl)} cannot be used: {why}")
+        return gic, irqs[index].cells
+
+    def intid(self, node: Node, index: int) -> tuple[Gic, int]:
+        gic, cells = self.controller(node, index)
+        try:
+            intid, _trigger = gic.parse_dt_interrupt(cells)
+        except ValueError as err:
+            raise ImageError(f"{self.dt.source}: {node_path(node)}: interrupt {index}: {err}") from None
+        return gic, intid
 
     def windows(self, node: Node, count: int | None = None) -> list[MemRange]:
         regs = self.dt.reg(node)
@@ -48,15 +104,12 @@ class FactoryContext:
         return out
 
     def irq(self, node: Node, index: int = 0) -> IrqLine:
-        """The node's interrupt ``index`` as a line; unconnected while no vGIC backs it."""
-        irqs = self.dt.interrupts(node)
-        if index >= len(irqs):
-            return UnconnectedIrq()
-        ctrl = irqs[index].controller
-        if not self.dt.is_enabled(ctrl):
-            self.notes.append(f"{node_path(node)}: interrupt {index} goes to disabled "
-                              f"{node_path(ctrl)}; the device works polled")
-        return UnconnectedIrq()
+        """The node's shared interrupt ``index`` as a line into the virtual GIC."""
+        gic, intid = self.intid(node, index)
+        if intid < 32:
+            raise Unbacked(f"interrupt {index} is a per-CPU interrupt (INTID {intid}), "
+                           f"not one a shared device can raise")
+        return gic.irq_line(intid)
 
     def add_mmio(self, node: Node, rng: MemRange, device: object, label: str | None = None) -> None:
         name = label or node_path(node)
@@ -88,6 +141,55 @@ def make_sysctl(ctx: FactoryContext, node: Node) -> object:
     return dev
 
 
+def make_gic(ctx: FactoryContext, node: Node) -> object:
+    compats = ctx.dt.compatible(node)
+    version = 3 if any(c in ("arm,gic-v3",) for c in compats) else 2
+    if ctx.vm.gic is not None:
+        raise Unbacked("a second interrupt controller; a VM has one virtual GIC")
+    regs = ctx.windows(node)
+    gic = Gic(version, ctx.num_cpus, NUM_SPIS, ctx.vm.signal_cpu, affinities=ctx.mpidrs)
+    if version == 3:
+        if len(regs) < 2:
+            raise Unbacked("GICv3 needs reg entries for GICD and GICR")
+        gicr = regs[1]
+        need = ctx.num_cpus * 0x20000
+        if gicr.base % 0x10000 or gicr.size < need:
+            raise Unbacked(f"GICR window {gicr} must be 64 KiB aligned and hold {ctx.num_cpus} "
+                           f"redistributors ({need:#x} bytes)")
+        ctx.add_mmio(node, MemRange(regs[0].base, 0x10000), gic.distributor, f"{node_path(node)} GICD")
+        ctx.add_mmio(node, MemRange(gicr.base, need), gic.redistributors, f"{node_path(node)} GICR")
+    else:
+        if len(regs) < 2:
+            raise Unbacked("GICv2 needs reg entries for GICD and GICC")
+        ctx.add_mmio(node, MemRange(regs[0].base, 0x1000), gic.distributor, f"{node_path(node)} GICD")
+        ctx.add_mmio(node, MemRange(regs[1].base, 0x2000), gic.cpu_interface_mmio,
+                     f"{node_path(node)} GICC")
+        # uvmm sizes GICC to what it emulates.
+        ctx.dt.set_reg(node, [(regs[0].base, 0x1000), (regs[1].base, 0x2000)])
+    ctx.vm.gic = gic
+    return gic
+
+
+def make_timer(ctx: FactoryContext, node: Node) -> object:
+    names = ctx.dt.strings(node, "interrupt-names")
+    # Without interrupt-names the binding's order is sec-phys, phys, virt, hyp.
+    phys_i = names.index("phys") if "phys" in names else 1
+    virt_i = names.index("virt") if "virt" in names else 2
+    gic, phys = ctx.intid(node, phys_i)
+    _, virt = ctx.intid(node, virt_i)
+    if not (16 <= phys < 32 and 16 <= virt < 32):
+        raise Unbacked(f"timer interrupts must be PPIs, got INTIDs {phys} and {virt}")
+    freq = ctx.dt.u32(node, "clock-frequency")
+    if freq is not None and freq != ctx.board.counter_hz:
+        ctx.notes.append(f"{node_path(node)}: clock-frequency {freq} rewritten to the counter's "
+                         f"{ctx.board.counter_hz}")
+        node.set_property("clock-frequency", ctx.board.counter_hz)
+    timers = [GenericTimer(ctx.vm.counter, ctx.vm.deadlines, gic.ppi_line(cpu, phys),
+                           gic.ppi_line(cpu, virt)) for cpu in range(ctx.num_cpus)]
+    ctx.vm.timers = timers
+    return timers
+
+
 class _Console:
     def __init__(self, write: Callable[[bytes], None]) -> None:
         self.write = write
@@ -98,6 +200,13 @@ Factory = Callable[[FactoryContext, Node], object]
 # The registry: compatible string -> factory. Matched in the order a node lists
 # its compatibles, so the most specific one wins.
 DEVICE_TYPES: dict[str, Factory] = {
+    "arm,gic-v3": make_gic,
+    "arm,gic-400": make_gic,
+    "arm,cortex-a15-gic": make_gic,
+    "arm,cortex-a9-gic": make_gic,
+    "arm,cortex-a7-gic": make_gic,
+    "arm,armv8-timer": make_timer,
+    "arm,armv7-timer": make_timer,
     "arm,pl011": make_pl011,
     "arm,sbsa-uart": make_pl011,
     "arm,psci": make_psci,
@@ -113,48 +222,36 @@ PASSIVE = {"fixed-clock", "simple-bus", "syscon-poweroff", "syscon-reboot", "l4v
            "linux,dummy-virt", "arm,cortex-r82", "arm,armv8"}
 
 
+def _factory_for(dt: DeviceTree, node: Node) -> Factory | None:
+    vdev = dt.string(node, "l4vmm,vdev")
+    for c in dt.compatible(node):
+        factory = DEVICE_TYPES.get(f"{c}:{vdev}" if vdev else c) or DEVICE_TYPES.get(c)
+        if factory is not None:
+            return factory
+    return None
+
+
 def scan(ctx: FactoryContext) -> None:
     """uvmm's virtual-device pass: build what is known, disable what cannot be backed."""
     dt = ctx.dt
     for node in list(dt.walk()):
         if node is dt.root or not dt.is_enabled(node):
             continue
-        device_type = dt.string(node, "device_type")
-        if device_type in STRUCTURAL:
+        if dt.string(node, "device_type") in STRUCTURAL:
             continue
         compats = dt.compatible(node)
         if not compats:
             continue
-        vdev = dt.string(node, "l4vmm,vdev")
-        factory = None
-        for c in compats:
-            factory = DEVICE_TYPES.get(f"{c}:{vdev}" if vdev else c) or DEVICE_TYPES.get(c)
-            if factory is not None:
-                break
-        path = node_path(node)
-        if factory is None:
+        if _factory_for(dt, node) is None:
             if any(c in PASSIVE for c in compats):
                 continue
             if dt.raw(node, "reg") is None and dt.raw(node, "interrupts") is None:
                 continue
-            dt.disable(node, _unknown_reason(compats, vdev))
+            dt.disable(node, _unknown_reason(compats, dt.string(node, "l4vmm,vdev")))
             continue
-        try:
-            device = factory(ctx, node)
-        except Unbacked as why:
-            dt.disable(node, str(why))
-            continue
-        except Exception as err:
-            dt.disable(node, f"cannot be built: {err}")
-            continue
-        windows = [r.range for r in ctx.vm.bus.regions if r.device is device]
-        ctx.vm.devices.append(DeviceEntry(path, compats[0], device, windows))
+        ctx.build(node)
 
 
 def _unknown_reason(compats: list[str], vdev: str | None) -> str:
     what = ", ".join(compats) + (f" (l4vmm,vdev = {vdev})" if vdev else "")
-    if any(c.startswith("arm,gic") or c.endswith("-gic") for c in compats):
-        return f"no interrupt-controller model for {what} in this pyned"
-    if any("timer" in c for c in compats):
-        return f"no model for {what} in this pyned"
     return f"no virtual device model for {what} and no vbus to pass it through"

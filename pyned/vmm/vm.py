@@ -15,17 +15,74 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Callable
 
+from pyned.cpu.exceptions import PSTATE_F, PSTATE_I, ExceptionKind
 from pyned.cpu.vcpu import Exit, ExitKind, FaultReport, Vcpu
+from pyned.devices.gic import Gic
 from pyned.devices.psci import AffinityState, Psci, PsciRet
+from pyned.devices.timer import GenericTimer
 from pyned.devices.vm_print import VM_PRINT_FID, VmPrint
+from pyned.kernel.clock import Clock, TimerHandle
 from pyned.kernel.mpu import MpuMap
-from pyned.kernel.scheduler import Core, RunResult
+from pyned.kernel.scheduler import REKICK_NS, Core, RunResult
 from pyned.vmm.bus import MmioBus, ReplayGuard
 from pyned.vmm.devicetree import DeviceTree
 from pyned.vmm.memory import GuestMemory
 
 SMCCC_NOT_SUPPORTED = 0xFFFF_FFFF_FFFF_FFFF  # -1
 FATAL_EXIT = 1
+# How long one vCPU may keep the VM while another of its vCPUs waits to run.
+VM_SLICE_NS = 2_000_000
+
+
+class FairLock:
+    """The VM's execution lock: vCPUs of one VM never run at the same instant.
+
+    Unicorn instances share guest RAM but not atomicity (exclusives and LSE
+    are plain loads and stores across instances), so an SMP guest's vCPUs
+    take turns. First come, first served, so that a vCPU that yields the VM
+    does not simply take it back from a waiting sibling.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._owner: object | None = None
+        self._queue: list[object] = []
+
+    def acquire(self, who: object, on_wait: Callable[[], None]) -> None:
+        with self._cond:
+            if self._owner is None and not self._queue:
+                self._owner = who
+                return
+            self._queue.append(who)
+            on_wait()
+            while self._owner is not None or self._queue[0] is not who:
+                self._cond.wait()
+            self._queue.pop(0)
+            self._owner = who
+
+    def release(self) -> None:
+        with self._cond:
+            self._owner = None
+            self._cond.notify_all()
+
+    @property
+    def contended(self) -> bool:
+        return bool(self._queue)
+
+
+class CounterDeadlines:
+    """Timer deadlines in counter ticks on the kernel clock (CNTVCT = ns / 16)."""
+
+    def __init__(self, clock: Clock, counter_hz: int) -> None:
+        self._clock = clock
+        self._ns_per_tick = 1_000_000_000 // counter_hz
+
+    def at_count(self, count: int, callback: Callable[[], None]) -> TimerHandle:
+        return self._clock.at(count * self._ns_per_tick, callback)
+
+    def cancel(self, handle: object) -> None:
+        assert isinstance(handle, TimerHandle)
+        handle.cancel()
 
 
 class VmState(Enum):
@@ -60,8 +117,10 @@ class VcpuThread:
         self.prio = prio
         self.name = f"{vm.name}/cpu{vcpu.index}"
         self.powered = False
-        self.on_pending = False
         self.guard = ReplayGuard()
+        self.executing = False
+        self.rekick: TimerHandle | None = None
+        self.irqs_taken = 0
 
     def kick(self) -> None:
         self.vcpu.kick()
@@ -73,7 +132,7 @@ class VcpuThread:
 class Vm:
     def __init__(self, name: str, *, memory: GuestMemory, bus: MmioBus, mpu: MpuMap,
                  dt: DeviceTree, console_write: Callable[[bytes], None],
-                 log: Callable[[str], None]) -> None:
+                 log: Callable[[str], None], clock: Clock, counter_hz: int) -> None:
         self.name = name
         self.memory = memory
         self.bus = bus
@@ -83,12 +142,17 @@ class Vm:
         self.devices: list[DeviceEntry] = []
         self.threads: list[VcpuThread] = []
         self.psci: Psci | None = None
+        self.gic: Gic | None = None
+        self.timers: list[GenericTimer] = []
+        self.clock = clock
+        self.deadlines = CounterDeadlines(clock, counter_hz)
+        self._ns_per_tick = 1_000_000_000 // counter_hz
         self.vm_print = VmPrint(_Sink(console_write))
         self.state = VmState.CREATED
         self.end: VmEnd | None = None
         self.started = 0.0
         self.fault_mode = "ignore"
-        self._exec_lock = threading.Lock()
+        self._exec_lock = FairLock()
         self._executing = False
         self._end_lock = threading.Lock()
         self._finished = False
@@ -134,6 +198,11 @@ class Vm:
                 return
             self._finished = True
         self.vm_print.flush()
+        for timer in self.timers:
+            timer.reset()  # no deadline of a dead VM stays on the clock
+        for t in self.threads:
+            if t.rekick is not None:
+                t.rekick.cancel()
         self.state = VmState.STOPPED
         end = self.end
         for fn in self._end_listeners:
@@ -142,13 +211,25 @@ class Vm:
     # -- the run loop ---------------------------------------------------------
 
     def _run_vcpu(self, thread: VcpuThread) -> RunResult:
-        with self._exec_lock:
-            self._executing = True
-            try:
-                return self._run_locked(thread)
-            finally:
-                self._executing = False
-        # unreachable
+        self._exec_lock.acquire(thread, lambda: self.clock.after(VM_SLICE_NS, self._share))
+        self._executing = True
+        thread.executing = True
+        try:
+            return self._run_locked(thread)
+        finally:
+            thread.executing = False
+            self._executing = False
+            self._exec_lock.release()
+            if self.end is not None:
+                self._finish_if_idle()
+
+    def _share(self) -> None:
+        """A sibling vCPU waits for the VM: end the running one's turn."""
+        if self._exec_lock.contended and self.end is None:
+            for t in self.threads:
+                if t.executing:
+                    t.vcpu.kick()
+            self.clock.after(VM_SLICE_NS, self._share)
 
     def _run_locked(self, thread: VcpuThread) -> RunResult:
         try:
@@ -157,6 +238,7 @@ class Vm:
                     return RunResult.EXIT
                 if not thread.powered:
                     return RunResult.BLOCK
+                self._inject(thread)
                 exit_ = thread.vcpu.run()
                 thread.guard.slice_ended(self._pending_access(thread.vcpu))
                 result = _EXIT_HANDLERS[exit_.kind](self, thread, exit_)
@@ -166,10 +248,6 @@ class Vm:
             self.halt(FaultReport(cause=f"internal error in the VMM: {type(exc).__name__}: {exc}",
                                   pc=_safe_pc(thread.vcpu)))
             return RunResult.EXIT
-        finally:
-            if self.end is not None:
-                self._executing = False
-                self._finish_if_idle()
 
     def _pending_access(self, vcpu: Vcpu) -> tuple[int, int, bool] | None:
         """What the instruction a slice stopped on would access, if it is MMIO."""
@@ -179,12 +257,90 @@ class Vm:
         return access.address, access.size, access.is_load
 
     def _on_wfi(self, thread: VcpuThread, exit_: Exit) -> RunResult | None:
-        # Nothing can signal an interrupt yet unless a device model can; the core
-        # keeps the vCPU blocked until something wakes it.
+        # WFI completes when an interrupt is signalled to the CPU, masked or
+        # not; otherwise the vCPU sleeps until signal_cpu() wakes it.
+        if self._signalled(thread.vcpu.index):
+            return None
         return RunResult.BLOCK
 
     def _on_preempt(self, thread: VcpuThread, exit_: Exit) -> RunResult | None:
-        return RunResult.YIELD
+        # Stopped to take an interrupt: stay on the core. Stopped for the
+        # scheduler (time slice, higher priority, sibling's turn): leave it.
+        if (self._exec_lock.contended or thread.core.should_yield(thread)
+                or not self._deliverable(thread)):
+            return RunResult.YIELD
+        return None
+
+    # -- interrupts -------------------------------------------------------------
+
+    def _signalled(self, cpu: int) -> bool:
+        gic = self.gic
+        return gic is not None and (gic.irq_pending(cpu) or gic.fiq_pending(cpu))
+
+    def _deliverable(self, thread: VcpuThread) -> bool:
+        gic = self.gic
+        if gic is None:
+            return False
+        cpu = thread.vcpu.index
+        irq, fiq = gic.irq_pending(cpu), gic.fiq_pending(cpu)
+        if not (irq or fiq):
+            return False
+        pstate = thread.vcpu.pstate
+        return bool((irq and not pstate & PSTATE_I) or (fiq and not pstate & PSTATE_F))
+
+    def _inject(self, thread: VcpuThread) -> None:
+        """Take a signalled, unmasked interrupt before the slice starts (ARM ARM D1.3)."""
+        gic = self.gic
+        if gic is None:
+            return
+        cpu = thread.vcpu.index
+        fiq = gic.fiq_pending(cpu)
+        irq = gic.irq_pending(cpu)
+        if not (irq or fiq):
+            return
+        vcpu = thread.vcpu
+        pstate = vcpu.pstate
+        if fiq and not pstate & PSTATE_F:
+            kind = ExceptionKind.FIQ
+        elif irq and not pstate & PSTATE_I:
+            kind = ExceptionKind.IRQ
+        else:
+            return  # masked: the guest's unmask is seen at a later slice boundary
+        if not self.vector_ok(vcpu.vbar):
+            self.halt(FaultReport(cause="interrupt with no vector table", pc=vcpu.pc))
+            return
+        vcpu.take_exception(kind, vcpu.pc)
+        thread.irqs_taken += 1
+
+    def signal_cpu(self, cpu: int) -> None:
+        """From the GIC (any thread): CPU ``cpu`` may have an interrupt to take."""
+        if cpu >= len(self.threads) or self.end is not None:
+            return
+        thread = self.threads[cpu]
+        if not thread.powered:
+            return
+        thread.core.wake(thread)
+        if thread.executing:
+            self._kick_until_taken(thread)
+
+    def _kick_until_taken(self, thread: VcpuThread) -> None:
+        # A stop requested between two emu_start calls is lost, and a guest
+        # may unmask with msr daifclr, which cannot be trapped: kick again
+        # every REKICK_NS while the interrupt is still signalled.
+        thread.vcpu.kick()
+        if thread.rekick is not None:
+            thread.rekick.cancel()
+
+        def again() -> None:
+            thread.rekick = None
+            if self.end is None and thread.executing and self._signalled(thread.vcpu.index):
+                self._kick_until_taken(thread)
+
+        thread.rekick = self.clock.after(REKICK_NS, again)
+
+    def counter(self) -> int:
+        """CNTVCT as the guest reads it (Unicorn's counter is host monotonic time)."""
+        return time.monotonic_ns() // self._ns_per_tick
 
     def _on_stop(self, thread: VcpuThread, exit_: Exit) -> RunResult | None:
         what = exit_.payload
@@ -192,7 +348,7 @@ class Vm:
             thread.powered = False
             return RunResult.BLOCK
         if what == "standby":
-            return RunResult.BLOCK
+            return None if self._signalled(thread.vcpu.index) else RunResult.BLOCK
         return None
 
     def _on_fatal(self, thread: VcpuThread, exit_: Exit) -> RunResult | None:
