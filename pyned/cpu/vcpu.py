@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Callable, Protocol
 
-from unicorn import (UC_ARCH_ARM64, UC_HOOK_INSN, UC_HOOK_INTR,
+from unicorn import (UC_ARCH_ARM64, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INTR,
                      UC_HOOK_MEM_UNMAPPED, UC_MEM_FETCH_UNMAPPED, UC_MEM_WRITE_UNMAPPED,
                      UC_MODE_ARM, UC_PROT_ALL, Uc, UcError)
 from unicorn import arm64_const as A
@@ -49,6 +49,12 @@ EXCP_HVC = 11
 EXCP_SMC = 13
 
 WFI_INSN = 0xD503207F
+WFE_INSN = 0xD503205F
+# MSR DAIFClr, #imm: 0xD50340FF with the immediate (D A I F) in CRm, bits 11:8.
+DAIFCLR_MASK, DAIFCLR_BITS = 0xFFFFF0FF, 0xD50340FF
+_B_MASK, _B_BITS = 0xFC000000, 0x14000000
+# How far ahead (in instructions) to look for the unmask.
+_UNMASK_SCAN = 64
 # Reset VBAR_EL1 (architecturally UNKNOWN) to an address that is never RAM,
 # so "the guest has no vector table yet" is simply "VBAR is not in RAM".
 VBAR_RESET = 0xFFFF_FFFF_FFFF_F800
@@ -88,12 +94,30 @@ class _RawRegs:
         self._ctx_save(self._uch, ctx)
 
     def read(self, reg: int) -> int:
+        # Some registers (PSTATE, for one) are written as 32 bits: clear the rest.
+        self._buf.value = 0
         self._read(self._uch, reg, self._ref)
         return self._buf.value
 
     def write(self, reg: int, value: int) -> None:
         self._buf.value = value & 0xFFFF_FFFF_FFFF_FFFF
         self._write(self._uch, reg, self._ref)
+
+
+def _sign_extend(value: int, bits: int) -> int:
+    sign = 1 << (bits - 1)
+    return (value & (sign - 1)) - (value & sign)
+
+
+def _is_control_flow(insn: int) -> bool:
+    """Whether execution may not simply fall through to the next instruction."""
+    return (insn & 0x7C000000 == 0x14000000        # B, BL
+            or insn & 0x7E000000 == 0x34000000     # CBZ, CBNZ
+            or insn & 0x7E000000 == 0x36000000     # TBZ, TBNZ
+            or insn & 0xFF000010 == 0x54000000     # B.cond
+            or insn & 0xFE000000 == 0xD6000000     # BR, BLR, RET, ERET
+            or insn & 0xFF000000 == 0xD4000000     # SVC, HVC, SMC, BRK, HLT
+            or insn in (WFI_INSN, WFE_INSN))
 
 
 class ExitKind(Enum):
@@ -156,6 +180,7 @@ class Vcpu:
         self._kicked = False
         self._fault_key: tuple[int, int] | None = None
         self._fault_repeats = 0
+        self._unmask_hook: int | None = None
         # (monotonic time, what, pc, esr): formatted only when a report needs it
         self.recent: collections.deque[tuple[float, str, int, int]] = collections.deque(maxlen=16)
         self.exits: collections.Counter[str] = collections.Counter()
@@ -288,6 +313,43 @@ class Vcpu:
             exit_ = Exit(ExitKind.PREEMPT, kicked)
         self.exits[exit_.kind.value] += 1
         return exit_
+
+    def watch_unmask(self, daif_bits: int) -> bool:
+        """Stop right after the guest's next ``msr daifclr`` that clears ``daif_bits``.
+
+        MSR-immediate cannot be hooked, so an interrupt that is pending while
+        masked would otherwise wait for the next slice boundary. Straight-line
+        code (following unconditional branches) is scanned from PC for the
+        unmask, and a code hook on the single instruction after it ends the
+        slice there. Returns False if no unmask is in reach.
+        """
+        self.unwatch()
+        addr = self.pc
+        for _ in range(_UNMASK_SCAN):
+            try:
+                insn = struct.unpack("<I", self.uc.mem_read(addr, 4))[0]
+            except UcError:
+                return False
+            if insn & DAIFCLR_MASK == DAIFCLR_BITS and (insn >> 8) & daif_bits:
+                after = addr + 4
+                self._unmask_hook = self.uc.hook_add(UC_HOOK_CODE, self._on_unmasked,
+                                                     begin=after, end=after)
+                return True
+            if insn & _B_MASK == _B_BITS:
+                addr += _sign_extend(insn & 0x3FF_FFFF, 26) * 4
+                continue
+            if _is_control_flow(insn):
+                return False
+            addr += 4
+        return False
+
+    def unwatch(self) -> None:
+        if self._unmask_hook is not None:
+            self.uc.hook_del(self._unmask_hook)
+            self._unmask_hook = None
+
+    def _on_unmasked(self, uc: Uc, address: int, size: int, _ud: object) -> None:
+        self.request_exit(Exit(ExitKind.STOP, "unmasked"))
 
     def _after_wfi(self) -> bool:
         try:

@@ -16,6 +16,9 @@ from enum import Enum
 from typing import Callable
 
 from pyned.cpu.exceptions import PSTATE_F, PSTATE_I, ExceptionKind
+
+# The DAIFSet/DAIFClr immediate's bits for IRQ and FIQ.
+DAIF_I, DAIF_F = 0b0010, 0b0001
 from pyned.cpu.vcpu import Exit, ExitKind, FaultReport, Vcpu
 from pyned.devices.gic import Gic
 from pyned.devices.psci import AffinityState, Psci, PsciRet
@@ -240,6 +243,7 @@ class Vm:
                     return RunResult.BLOCK
                 self._inject(thread)
                 exit_ = thread.vcpu.run()
+                thread.vcpu.unwatch()
                 thread.guard.slice_ended(self._pending_access(thread.vcpu))
                 result = _EXIT_HANDLERS[exit_.kind](self, thread, exit_)
                 if result is not None:
@@ -305,7 +309,10 @@ class Vm:
         elif irq and not pstate & PSTATE_I:
             kind = ExceptionKind.IRQ
         else:
-            return  # masked: the guest's unmask is seen at a later slice boundary
+            # Masked: end the slice where the guest unmasks (if that is in sight;
+            # otherwise the re-kick finds the unmask within REKICK_NS).
+            vcpu.watch_unmask((DAIF_I if irq else 0) | (DAIF_F if fiq else 0))
+            return
         if not self.vector_ok(vcpu.vbar):
             self.halt(FaultReport(cause="interrupt with no vector table", pc=vcpu.pc))
             return
@@ -347,6 +354,8 @@ class Vm:
         if what == "cpu_off":
             thread.powered = False
             return RunResult.BLOCK
+        if what == "unmasked":
+            return None
         if what == "standby":
             return None if self._signalled(thread.vcpu.index) else RunResult.BLOCK
         return None

@@ -182,3 +182,11 @@ def test_kick_from_another_thread(cpu):
     t.start()
     exit_ = cpu.run()
     assert exit_.kind == ExitKind.PREEMPT and exit_.payload is True
+
+
+def test_pstate_read_after_a_64_bit_register_read_has_no_stale_bits(cpu):
+    # PSTATE is returned as 32 bits by the C API; the 64-bit buffer must not
+    # keep the upper half of a previous read (that once leaked into SPSR_EL1).
+    cpu.reset(entry=BASE, x1=0xDEADBEEF_CAFEF00D)
+    assert cpu.x(1) == 0xDEADBEEF_CAFEF00D
+    assert cpu.pstate >> 32 == 0
