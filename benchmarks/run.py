@@ -137,8 +137,71 @@ def null_hypercall(runs: int, n: int = 200_000) -> dict:
     return {"median_us": med * 1e6, "min_us": min(per) * 1e6, "target": "< 5 us", "ok": med < 5e-6}
 
 
+def _bare_vcpu(words: list[int], sysregs=None):
+    """A vCPU running hand-encoded code at 0x100000, for trap-cost measurements."""
+    from pyned.cpu.sysregs import SysRegTable
+    from pyned.cpu.vcpu import Vcpu
+    from pyned.testing import _syndrome
+
+    class Traps:
+        def hypercall(self, vcpu, conduit, imm):
+            vcpu.request_exit(__import__("pyned.cpu.vcpu", fromlist=["Exit"]).Exit(
+                __import__("pyned.cpu.vcpu", fromlist=["ExitKind"]).ExitKind.STOP, "done"))
+
+        def vector_ok(self, vbar):
+            return True
+
+    mem = mmap.mmap(-1, 0x10000)
+    blob = b"".join(w.to_bytes(4, "little") for w in words)
+    mem[0:len(blob)] = blob
+    v = Vcpu(0, mpidr=0, midr=0, syndrome=_syndrome(), sysregs=sysregs or SysRegTable(),
+             traps=Traps())
+    v.map_ram(0x100000, 0x10000, ctypes.addressof(ctypes.c_char.from_buffer(mem)))
+    v._keep = mem
+    return v
+
+
+def sysreg_trap(runs: int, n: int = 200_000) -> dict:
+    """One trapped system-register read (CNTV_CTL_EL0 through the table)."""
+    from pyned.cpu.sysregs import SysReg, SysRegKey, SysRegTable
+    table = SysRegTable()
+    table.add(SysRegKey(3, 3, 14, 3, 1), SysReg("CNTV_CTL_EL0", read=lambda cpu: 1))
+    # loop: mrs x1, cntv_ctl_el0; subs x5, x5, #1; b.ne loop; hvc #0
+    code = [0xD53BE321, 0xF10004A5, 0x54FFFFC1, 0xD4000002]
+    per = []
+    for _ in range(runs):
+        v = _bare_vcpu(code, table)
+        v.reset(entry=0x100000)
+        v.set_x(5, n)
+        t0 = time.perf_counter()
+        v.run()
+        per.append((time.perf_counter() - t0) / n)
+    med = statistics.median(per)
+    return {"median_us": med * 1e6, "target": "(cost)", "ok": True}
+
+
+def injected_irq(runs: int, n: int = 20_000) -> dict:
+    """Exception entry for one IRQ plus the guest's eret back."""
+    from pyned.cpu.exceptions import ExceptionKind
+    # 0x100000: b . (the interrupted code); vector at 0x100800 + 0x280: eret
+    code = [0x14000000] + [0] * (0x200 - 1) + [0] * 0xA0 + [0xD69F03E0]
+    per = []
+    for _ in range(runs):
+        v = _bare_vcpu(code)
+        v.reset(entry=0x100000, pstate=0x345)  # EL1h, IRQs unmasked
+        v.uc.reg_write(__import__("unicorn").arm64_const.UC_ARM64_REG_VBAR_EL1, 0x100800)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            v.take_exception(ExceptionKind.IRQ, 0x100000)
+            v.uc.emu_start(v.pc, 0x100000)  # runs the eret, stops back at the loop
+        per.append((time.perf_counter() - t0) / n)
+    med = statistics.median(per)
+    return {"median_us": med * 1e6, "target": "(cost)", "ok": True}
+
+
 BENCHES = {"boot_first_byte": boot_first_byte, "compute_ratio": compute_ratio,
-           "null_hypercall": null_hypercall}
+           "null_hypercall": null_hypercall, "sysreg_trap": sysreg_trap,
+           "injected_irq": injected_irq}
 
 
 def main() -> int:

@@ -273,7 +273,7 @@ class Vcpu:
         return self._regs.read(A.UC_ARM64_REG_VBAR_EL1)
 
     def set_pstate(self, value: int) -> None:
-        self.uc.reg_write(A.UC_ARM64_REG_PSTATE, value)
+        self._regs.write(A.UC_ARM64_REG_PSTATE, value)
         # A PSTATE write leaves QEMU's cached hflags stale (CurrentEL keeps its
         # old value); any coprocessor-register write rebuilds them.
         self.uc.cpr_write(3, 6, 1, 1, 0, 0x531)
@@ -429,42 +429,43 @@ class Vcpu:
     def take_exception(self, kind: ExceptionKind, return_pc: int, *, esr: int | None = None,
                        far: int | None = None) -> int:
         """Exception entry to EL1; returns the vector address now in PC."""
-        uc = self.uc
-        pstate = uc.reg_read(A.UC_ARM64_REG_PSTATE)
+        r = self._regs
+        pstate = r.read(A.UC_ARM64_REG_PSTATE)
         plan = plan_entry(pstate, kind)
-        uc.cpr_write(3, 0, 4, 0, 0, pstate)            # SPSR_EL1 (no named register id)
-        uc.reg_write(A.UC_ARM64_REG_ELR_EL1, return_pc)
+        self.uc.cpr_write(3, 0, 4, 0, 0, pstate)       # SPSR_EL1 (no named register id)
+        r.write(A.UC_ARM64_REG_ELR_EL1, return_pc)
         if esr is not None:
-            uc.reg_write(A.UC_ARM64_REG_ESR_EL1, esr)
+            r.write(A.UC_ARM64_REG_ESR_EL1, esr)
         if far is not None:
-            uc.reg_write(A.UC_ARM64_REG_FAR_EL1, far)
+            r.write(A.UC_ARM64_REG_FAR_EL1, far)
         if plan.switch_stack:
             # QEMU's PSTATE write does not bank SP: do what hardware would.
-            uc.reg_write(A.UC_ARM64_REG_SP_EL0, uc.reg_read(A.UC_ARM64_REG_SP))
-            uc.reg_write(A.UC_ARM64_REG_SP, uc.reg_read(A.UC_ARM64_REG_SP_EL1))
+            r.write(A.UC_ARM64_REG_SP_EL0, r.read(A.UC_ARM64_REG_SP))
+            r.write(A.UC_ARM64_REG_SP, r.read(A.UC_ARM64_REG_SP_EL1))
         self.set_pstate(plan.new_pstate)
-        vector = uc.reg_read(A.UC_ARM64_REG_VBAR_EL1) + plan.vector_offset
-        uc.reg_write(A.UC_ARM64_REG_PC, vector)
+        vector = r.read(A.UC_ARM64_REG_VBAR_EL1) + plan.vector_offset
+        r.write(A.UC_ARM64_REG_PC, vector)
         return vector
 
     def _on_mrs(self, uc: Uc, reg: int, cp: object, _ud: object) -> int:
-        entry = self._sysregs.get(SysRegKey(cp.op0, cp.op1, cp.crn, cp.crm, cp.op2))
+        # Plain tuple: equal to the table's SysRegKey and cheaper to build.
+        entry = self._sysregs.get((cp.op0, cp.op1, cp.crn, cp.crm, cp.op2))  # type: ignore
         if entry is None or entry.read is None:
             return 0
         value = entry.read(self.index)
         if reg != A.UC_ARM64_REG_XZR:
-            uc.reg_write(reg, value)
+            self._regs.write(reg, value)
         if not entry.native:
-            uc.reg_write(A.UC_ARM64_REG_PC, uc.reg_read(A.UC_ARM64_REG_PC) + 4)
+            self._regs.write(A.UC_ARM64_REG_PC, self._regs.read(A.UC_ARM64_REG_PC) + 4)
         return 1
 
     def _on_msr(self, uc: Uc, reg: int, cp: object, _ud: object) -> int:
-        entry = self._sysregs.get(SysRegKey(cp.op0, cp.op1, cp.crn, cp.crm, cp.op2))
+        entry = self._sysregs.get((cp.op0, cp.op1, cp.crn, cp.crm, cp.op2))  # type: ignore
         if entry is None or entry.write is None:
             return 0
         entry.write(self.index, cp.val)
         if not entry.native:
-            uc.reg_write(A.UC_ARM64_REG_PC, uc.reg_read(A.UC_ARM64_REG_PC) + 4)
+            self._regs.write(A.UC_ARM64_REG_PC, self._regs.read(A.UC_ARM64_REG_PC) + 4)
         return 1
 
     def _on_unmapped(self, uc: Uc, access: int, address: int, size: int, value: int,
