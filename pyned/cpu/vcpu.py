@@ -181,6 +181,7 @@ class Vcpu:
         self._fault_key: tuple[int, int] | None = None
         self._fault_repeats = 0
         self._unmask_hook: int | None = None
+        self._skip_at: int | None = None
         # (monotonic time, what, pc, esr): formatted only when a report needs it
         self.recent: collections.deque[tuple[float, str, int, int]] = collections.deque(maxlen=16)
         self.exits: collections.Counter[str] = collections.Counter()
@@ -305,6 +306,11 @@ class Vcpu:
                     f"emulator error: {err}", self.pc))
         with self._kick_lock:
             kicked, self._kicked = self._kicked, False
+        if self._skip_at is not None:
+            # Unicorn reports the block's start after a stop from an
+            # instruction hook; the hook saw the true PC.
+            self._regs.write(A.UC_ARM64_REG_PC, self._skip_at + 4)
+            self._skip_at = None
         if self._pending_exit is not None:
             exit_ = self._pending_exit
         elif self._after_wfi():
@@ -456,7 +462,7 @@ class Vcpu:
         if reg != A.UC_ARM64_REG_XZR:
             self._regs.write(reg, value)
         if not entry.native:
-            self._regs.write(A.UC_ARM64_REG_PC, self._regs.read(A.UC_ARM64_REG_PC) + 4)
+            self._step_over_sysreg()
         return 1
 
     def _on_msr(self, uc: Uc, reg: int, cp: object, _ud: object) -> int:
@@ -465,8 +471,21 @@ class Vcpu:
             return 0
         entry.write(self.index, cp.val)
         if not entry.native:
-            self._regs.write(A.UC_ARM64_REG_PC, self._regs.read(A.UC_ARM64_REG_PC) + 4)
+            self._step_over_sysreg()
         return 1
+
+    def _step_over_sysreg(self) -> None:
+        """End the slice on a register QEMU does not implement; run() steps over it.
+
+        Returning "handled" does not move the PC past such a register, and
+        writing the PC from inside the hook leaves QEMU's state inconsistent:
+        a later asynchronous stop in the same run then reports that PC with
+        registers from further on (measured: every stop after an ICC access
+        in a loop lost one instruction). So the slice ends here, before the
+        instruction re-runs, and the PC is stepped outside emulation.
+        """
+        self._skip_at = self._regs.read(A.UC_ARM64_REG_PC)
+        self.request_exit(Exit(ExitKind.STOP, "sysreg"))
 
     def _on_unmapped(self, uc: Uc, access: int, address: int, size: int, value: int,
                      _ud: object) -> bool:

@@ -80,8 +80,11 @@ class ReplayGuard:
 
     def slice_ended(self, pending: tuple[int, int, bool] | None) -> None:
         """``pending``: (address, size, is_load) of the instruction at the stop PC, if any."""
-        if not self._recent and pending is not None and self._armed:
-            return  # stopped again before the pending instruction ran: keep waiting for it
+        if not self._recent and self._armed:
+            # No device access in this slice: the interrupted instruction has
+            # not run again yet (the slice may have been an interrupt handler
+            # entered before it, or stopped at once). Keep waiting for it.
+            return
         armed: list[_Access] = []
         if pending is not None:
             addr, size, is_load = pending

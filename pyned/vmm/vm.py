@@ -354,7 +354,7 @@ class Vm:
         if what == "cpu_off":
             thread.powered = False
             return RunResult.BLOCK
-        if what == "unmasked":
+        if what in ("unmasked", "sysreg"):
             return None
         if what == "standby":
             return None if self._signalled(thread.vcpu.index) else RunResult.BLOCK

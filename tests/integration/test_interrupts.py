@@ -1,0 +1,70 @@
+"""Interrupts, time and scheduling with our own guests: rtos, smp, busy."""
+
+import re
+
+import pytest
+
+from pyned.testing import run_script
+
+pytestmark = pytest.mark.boot
+PRE = 'local L4 = require "L4"\nlocal vmm = require "vmm"\n'
+
+
+def ticks(text):
+    return [tuple(int(x) for x in m) for m in re.findall(
+        r"rtos: tick=(\d+) worst_late_us=(\d+) mean_late_us=(\d+) taskA=(\d+) taskB=(\d+)", text)]
+
+
+def test_rtos_ticks_at_1khz_through_gicv3_and_the_virtual_timer():
+    status, b, err = run_script(PRE + 'vmm.start_vm{ id = 1, kernel = "rom/rtos.elf", '
+                                'fdt = "rom/virt-r82.dtb", bootargs = "seconds=2" }\n')
+    assert err is None and status == 0
+    text = b.text("vm1")
+    lines = ticks(text)
+    assert [t[0] for t in lines] == [1000, 2000], text
+    assert "rtos: done ticks=2000" in text
+    for _, worst, mean, a, bb in lines:
+        assert mean < 5000 and a > 0 and bb > 0
+
+
+def test_rtos_beside_a_busy_neighbour_on_the_same_core():
+    status, b, err = run_script(PRE + '''
+vmm.start_vm{ id = 1, kernel = "rom/rtos.elf", fdt = "rom/virt-r82.dtb", bootargs = "seconds=2",
+              prio = 20, cpus = L4.Cpu_set:new(0) }
+vmm.start_vm{ id = 2, kernel = "rom/busy.elf", fdt = "rom/virt-r82.dtb", bootargs = "seconds=3",
+              prio = 1, cpus = 0x1 }
+''')
+    assert err is None and status == 0
+    lines = ticks(b.text("vm1"))
+    assert [t[0] for t in lines] == [1000, 2000]
+    assert all(mean < 5000 for _, _, mean, _, _ in lines)
+    assert "busy: done" in b.text("vm2")
+
+
+@pytest.mark.parametrize("fdt,cpus", [("rom/virt-r82-2cpu.dtb", 2), ("rom/virt-r82.dtb", 1)])
+def test_smp_guest_counts_exactly_and_exchanges_ipis(fdt, cpus):
+    status, b, err = run_script(PRE + f'vmm.start_vm{{ id = 1, kernel = "rom/smp.elf", '
+                                f'fdt = "{fdt}", bootargs = "iters=2000 timeout=20" }}\n')
+    assert err is None
+    text = b.text("vm1")
+    assert f"smp: cpus={cpus}" in text
+    assert f"counter={2000 * cpus} expected={2000 * cpus}" in text
+    assert "smp: PASS" in text and status == 0
+
+
+def test_gicv2_board_boots():
+    status, b, err = run_script(PRE + 'vmm.start_vm{ id = 1, kernel = "rom/hello.elf", '
+                                'fdt = "rom/virt-r82-gicv2.dtb" }\n')
+    assert err is None and status == 0
+    assert "hello: powering off" in b.text("vm1")
+
+
+def test_interrupt_outside_the_gic_is_rejected_naming_the_node(tmp_path):
+    (tmp_path / "bad.dts").write_text('/dts-v1/;\n/include/ "virt-r82.dts"\n'
+                                      '/ { serial@9c090000 { interrupts = <0 900 4>; }; };\n')
+    (tmp_path / "virt-r82.dts").write_text(
+        (__import__("pathlib").Path(__file__).resolve().parents[2] / "dts" / "virt-r82.dts").read_text())
+    status, b, err = run_script(PRE + 'vmm.start_vm{ id = 1, kernel = "rom/hello.elf", '
+                                'fdt = "rom/bad.dts" }\n', rom_dirs=[tmp_path])
+    assert err is not None
+    assert "/serial@9c090000: interrupt 0" in str(err) and "SPI 900" in str(err)
