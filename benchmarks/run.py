@@ -199,9 +199,58 @@ def injected_irq(runs: int, n: int = 20_000) -> dict:
     return {"median_us": med * 1e6, "target": "(cost)", "ok": True}
 
 
+def _rtos_run(seconds: int, neighbour: str | None) -> list[tuple[int, int]]:
+    """(worst, mean) lateness in us per second, as the rtos guest measured them."""
+    body = (f'vmm.start_vm{{ id = 1, kernel = "rom/rtos.elf", fdt = "rom/virt-r82.dtb", '
+            f'bootargs = "seconds={seconds}", prio = 20, cpus = 0x1 }}\n')
+    if neighbour is not None:
+        body += (f'vmm.start_vm{{ id = 2, kernel = "rom/busy.elf", fdt = "rom/virt-r82.dtb", '
+                 f'bootargs = "seconds={seconds + 1}", prio = 1, cpus = {neighbour} }}\n')
+    out = _vm_output(body, "vm1", timeout=seconds * 10 + 30)
+    return [(int(w), int(m)) for w, m in
+            re.findall(r"worst_late_us=(\d+) mean_late_us=(\d+)", out)]
+
+
+def timer_latency(runs: int, seconds: int = 4) -> dict:
+    """Timer deadline to the guest's handler, measured by the rtos guest (per second:
+    mean and worst). Three placements: alone; busy at lower priority on the same core;
+    busy on the other core."""
+    res = {}
+    for label, neighbour in (("alone", None), ("same_core", "0x1"), ("other_core", "0x2")):
+        samples = [s for _ in range(runs) for s in _rtos_run(seconds, neighbour)]
+        res[f"{label}_mean_us"] = float(statistics.median(m for _, m in samples))
+        res[f"{label}_worst_us"] = float(max(w for w, _ in samples))
+    change = abs(res["same_core_mean_us"] - res["alone_mean_us"]) / res["alone_mean_us"]
+    res["neighbour_change"] = change
+    return {**res, "target": "worst<1ms, change<20%",
+            "ok": res["same_core_worst_us"] < 1000 and change < 0.2}
+
+
+def idle_cpu(runs: int, seconds: float = 3.0) -> dict:
+    """Host CPU used by a VM whose guest idles in wfi (rtos at 10 Hz)."""
+    import resource
+    from pyned.testing import Booted
+    shares = []
+    for _ in range(runs):
+        with Booted(_script('vmm.start_vm{ id = 1, kernel = "rom/rtos.elf", '
+                            'fdt = "rom/virt-r82.dtb", bootargs = "hz=10" }\n')) as b:
+            b.expect("vm1", "rtos: started", 10)
+            time.sleep(0.5)
+            r0 = resource.getrusage(resource.RUSAGE_SELF)
+            t0 = time.monotonic()
+            time.sleep(seconds)
+            r1 = resource.getrusage(resource.RUSAGE_SELF)
+            wall = time.monotonic() - t0
+        cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+        shares.append(cpu / wall)
+    med = statistics.median(shares)
+    return {"core_percent": med * 100, "target": "< 2 %", "ok": med < 0.02}
+
+
 BENCHES = {"boot_first_byte": boot_first_byte, "compute_ratio": compute_ratio,
            "null_hypercall": null_hypercall, "sysreg_trap": sysreg_trap,
-           "injected_irq": injected_irq}
+           "injected_irq": injected_irq, "timer_latency": timer_latency,
+           "idle_cpu": idle_cpu}
 
 
 def main() -> int:
