@@ -79,7 +79,7 @@ def _compute_bare(iters: int) -> tuple[int, float]:
     import fdt
     from elftools.elf.elffile import ELFFile
     from unicorn import UC_ARCH_ARM64, UC_MODE_ARM, UC_PROT_ALL, Uc, UcError
-    from unicorn.arm64_const import UC_ARM64_REG_PC, UC_ARM64_REG_X0
+    from unicorn.arm64_const import UC_ARM64_REG_X0
 
     base, size = 0x0200_0000, 16 << 20
     data = (ROOT / "images" / "compute.elf").read_bytes()
@@ -140,13 +140,12 @@ def null_hypercall(runs: int, n: int = 200_000) -> dict:
 def _bare_vcpu(words: list[int], sysregs=None):
     """A vCPU running hand-encoded code at 0x100000, for trap-cost measurements."""
     from pyned.cpu.sysregs import SysRegTable
-    from pyned.cpu.vcpu import Vcpu
+    from pyned.cpu.vcpu import Exit, ExitKind, Vcpu
     from pyned.testing import _syndrome
 
     class Traps:
         def hypercall(self, vcpu, conduit, imm):
-            vcpu.request_exit(__import__("pyned.cpu.vcpu", fromlist=["Exit"]).Exit(
-                __import__("pyned.cpu.vcpu", fromlist=["ExitKind"]).ExitKind.STOP, "done"))
+            vcpu.request_exit(Exit(ExitKind.STOP, "done"))
 
         def vector_ok(self, vbar):
             return True
@@ -182,6 +181,8 @@ def sysreg_trap(runs: int, n: int = 200_000) -> dict:
 
 def injected_irq(runs: int, n: int = 20_000) -> dict:
     """Exception entry for one IRQ plus the guest's eret back."""
+    from unicorn.arm64_const import UC_ARM64_REG_VBAR_EL1
+
     from pyned.cpu.exceptions import ExceptionKind
     # 0x100000: b . (the interrupted code); vector at 0x100800 + 0x280: eret
     code = [0x14000000] + [0] * (0x200 - 1) + [0] * 0xA0 + [0xD69F03E0]
@@ -189,7 +190,7 @@ def injected_irq(runs: int, n: int = 20_000) -> dict:
     for _ in range(runs):
         v = _bare_vcpu(code)
         v.reset(entry=0x100000, pstate=0x345)  # EL1h, IRQs unmasked
-        v.uc.reg_write(__import__("unicorn").arm64_const.UC_ARM64_REG_VBAR_EL1, 0x100800)
+        v.uc.reg_write(UC_ARM64_REG_VBAR_EL1, 0x100800)
         t0 = time.perf_counter()
         for _ in range(n):
             v.take_exception(ExceptionKind.IRQ, 0x100000)

@@ -37,7 +37,7 @@ from pyned.cpu.decode import MemAccess, decode_access
 from pyned.cpu.exceptions import (BOOT_PSTATE, EC, ESR_IL, ExceptionKind, esr_ec, plan_entry,
                                   pstate_el)
 from pyned.cpu.syndrome import SyndromeLayout
-from pyned.cpu.sysregs import SysRegKey, SysRegTable
+from pyned.cpu.sysregs import SysRegTable
 
 # QEMU EXCP_* numbers passed to the interrupt hook.
 EXCP_UDEF = 1
