@@ -7,7 +7,7 @@ power-control port) and exposes ``read(offset, size, cpu)`` and
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Callable, Protocol
 
 
 class MmioDevice(Protocol):
@@ -40,6 +40,13 @@ class CharSink(Protocol):
     """Where a console device's output bytes go."""
 
     def write(self, data: bytes) -> None: ...
+
+
+class WriteSink:
+    """A CharSink around a plain write function (a console channel's write)."""
+
+    def __init__(self, write: Callable[[bytes], None]) -> None:
+        self.write = write
 
 
 class PowerControl(Protocol):

@@ -59,7 +59,6 @@ class Ned:
         self.options = options
         self._events: queue.Queue[Callable[[], None]] = queue.Queue()
         self._handlers: dict[int, object] = {}
-        self._started: list[Task] = []
         self._reaped: set[int] = set()
         self.last_exit: int | None = None
         self.lua = LuaRuntime(unpack_returned_tuples=True, register_eval=False,
@@ -92,7 +91,6 @@ class Ned:
                 spec.scheduler = type(spec.scheduler)(spec.scheduler.prio,
                                                       (1 << sysm.board.cores) - 1)
             task = loader.start(sysm, spec)
-            self._started.append(task)
             task.on_exit(self._task_ended)
             return task
 

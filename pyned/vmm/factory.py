@@ -13,7 +13,7 @@ from typing import Callable
 
 from fdt.items import Node
 
-from pyned.devices.base import IrqLine
+from pyned.devices.base import IrqLine, WriteSink
 from pyned.devices.gic import Gic
 from pyned.devices.pl011 import Pl011
 from pyned.devices.psci import Psci
@@ -118,7 +118,7 @@ class FactoryContext:
 
 def make_pl011(ctx: FactoryContext, node: Node) -> object:
     (window, *_) = ctx.windows(node, 1)
-    uart = Pl011(_Console(ctx.console_write), ctx.irq(node, 0))
+    uart = Pl011(WriteSink(ctx.console_write), ctx.irq(node, 0))
     ctx.add_mmio(node, window, uart)
     return uart
 
@@ -188,11 +188,6 @@ def make_timer(ctx: FactoryContext, node: Node) -> object:
                            gic.ppi_line(cpu, virt)) for cpu in range(ctx.num_cpus)]
     ctx.vm.timers = timers
     return timers
-
-
-class _Console:
-    def __init__(self, write: Callable[[bytes], None]) -> None:
-        self.write = write
 
 
 Factory = Callable[[FactoryContext, Node], object]

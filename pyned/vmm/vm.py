@@ -20,6 +20,7 @@ from pyned.cpu.exceptions import PSTATE_F, PSTATE_I, ExceptionKind
 # The DAIFSet/DAIFClr immediate's bits for IRQ and FIQ.
 DAIF_I, DAIF_F = 0b0010, 0b0001
 from pyned.cpu.vcpu import Exit, ExitKind, FaultReport, Vcpu
+from pyned.devices.base import WriteSink
 from pyned.devices.gic import Gic
 from pyned.devices.psci import AffinityState, Psci, PsciRet
 from pyned.devices.timer import GenericTimer
@@ -150,7 +151,7 @@ class Vm:
         self.clock = clock
         self.deadlines = CounterDeadlines(clock, counter_hz)
         self._ns_per_tick = 1_000_000_000 // counter_hz
-        self.vm_print = VmPrint(_Sink(console_write))
+        self.vm_print = VmPrint(WriteSink(console_write))
         self.state = VmState.CREATED
         self.end: VmEnd | None = None
         self.started = 0.0
@@ -382,10 +383,7 @@ class Vm:
         return self.memory.contains(vbar, 0x800)
 
     def device_failed(self, name: str, exc: Exception) -> None:
-        pc = 0
-        for t in self.threads:
-            pc = _safe_pc(t.vcpu)
-            break
+        pc = _safe_pc(self.threads[0].vcpu) if self.threads else 0
         self.halt(FaultReport(cause=f"device model {name} failed: {type(exc).__name__}: {exc}",
                               pc=pc))
 
@@ -427,11 +425,6 @@ class Vm:
 
     def uptime(self) -> float:
         return time.monotonic() - self.started if self.started else 0.0
-
-
-class _Sink:
-    def __init__(self, write: Callable[[bytes], None]) -> None:
-        self.write = write
 
 
 def _safe_pc(vcpu: Vcpu) -> int:
