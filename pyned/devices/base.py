@@ -49,6 +49,22 @@ class WriteSink:
         self.write = write
 
 
+class GuestRam(Protocol):
+    """Guest-physical RAM as a DMA-capable device sees it.
+
+    Every method raises for a range that is not wholly inside one RAM region;
+    a device checks guest-supplied ranges with ``contains`` first.
+    """
+
+    def contains(self, addr: int, size: int = 1) -> bool: ...
+
+    def view(self, addr: int, size: int) -> memoryview: ...
+
+    def read(self, addr: int, size: int) -> bytes: ...
+
+    def write(self, addr: int, data: bytes | bytearray | memoryview) -> None: ...
+
+
 class PowerControl(Protocol):
     """The VM-level power actions a device can request."""
 

@@ -49,6 +49,11 @@ class GuestMemory:
     def contains(self, addr: int, size: int = 1) -> bool:
         return any(r.range.contains(addr, size) for r in self.regions)
 
+    def view(self, addr: int, size: int) -> memoryview:
+        """Zero-copy access for device DMA; valid while the VM's RAM lives."""
+        view, off = self._find(addr, size)
+        return view[off : off + size]
+
     def read(self, addr: int, size: int) -> bytes:
         view, off = self._find(addr, size)
         return bytes(view[off : off + size])
