@@ -20,6 +20,18 @@ class MmioDevice(Protocol):
     def reset(self) -> None: ...
 
 
+class ReplaySafe(Protocol):
+    """Optional on an MmioDevice: accesses the VMM may perform twice without harm.
+
+    An access that an asynchronous stop interrupted is performed again when
+    the guest resumes; the VMM filters such repeats by matching recorded
+    accesses, which can mistake a genuine repeat for one. Accesses a device
+    declares safe skip that filter: a repeat costs nothing, a lost one would.
+    """
+
+    def replay_safe(self, offset: int, is_write: bool) -> bool: ...
+
+
 class IrqLine(Protocol):
     """One interrupt input of an interrupt controller, as a device sees it."""
 

@@ -33,21 +33,30 @@ class RamRegion:
 class GuestMemory:
     def __init__(self) -> None:
         self.regions: list[RamRegion] = []
+        # (base, end, view) per region: device DMA looks ranges up per
+        # descriptor, so this path stays free of method calls.
+        self._spans: list[tuple[int, int, memoryview]] = []
 
     def add(self, region: RamRegion) -> None:
         self.regions.append(region)
         self.regions.sort(key=lambda r: r.range.base)
+        self._spans = [(r.range.base, r.range.base + r.range.size, r.dataspace.view())
+                       for r in self.regions]
 
     def _find(self, addr: int, size: int) -> tuple[memoryview, int]:
-        if size < 0 or addr < 0:
-            raise GuestMemoryError(addr, size)
-        for region in self.regions:
-            if region.range.contains(addr, max(size, 1)):
-                return region.dataspace.view(), addr - region.range.base
+        if size >= 0 and addr >= 0:
+            end = addr + max(size, 1)
+            for base, limit, view in self._spans:
+                if base <= addr and end <= limit:
+                    return view, addr - base
         raise GuestMemoryError(addr, size)
 
     def contains(self, addr: int, size: int = 1) -> bool:
-        return any(r.range.contains(addr, size) for r in self.regions)
+        end = addr + size
+        for base, limit, _view in self._spans:
+            if base <= addr and end <= limit:
+                return True
+        return False
 
     def view(self, addr: int, size: int) -> memoryview:
         """Zero-copy access for device DMA; valid while the VM's RAM lives."""
