@@ -129,12 +129,19 @@ function Cap:create(proto, ...)
   elseif proto == L4.Proto.Scheduler then
     local prio, cpus = args[2], args[3]
     return cap("scheduler", nil, { prio = math.floor(prio or 0), cpus = cpu_mask(cpus) })
+  elseif self.kind == "channel" and self.handle ~= nil and N.gate_bound(self.handle)
+         and proto ~= L4.Proto.Log then
+    -- A channel a server has taken: the server answers (a switch port, a disk).
+    local words = {}
+    for i = 1, args.n do words[#words + 1] = tostring(args[i]) end
+    local obj = native(N.gate_create, self.handle, proto, words)
+    return cap(N.cap_kind(obj), obj)
   elseif proto == L4.Proto.Log or proto == 1 then
     local opts = {}
     for i = 3, args.n do opts[#opts + 1] = tostring(args[i]) end
     return cap("log", native(N.log_create, tostring(args[1] or "app"), tostring(args[2] or ""), opts))
   elseif proto == L4.Proto.Ipc_gate then
-    return cap("channel", nil)
+    return cap("channel", N.gate_new())
   elseif proto == L4.Proto.Factory then
     return cap("factory", nil)
   end
@@ -187,7 +194,7 @@ function Loader.new(opts)
 end
 
 function Loader:new_channel()
-  return cap("channel", nil)
+  return cap("channel", N.gate_new())
 end
 
 local function resolve_log(self, env, prog)
@@ -217,8 +224,8 @@ function Loader:startv(env, prog, ...)
   local caps = {}
   for k, v in pairs(env.caps or {}) do
     if type(v) == "function" then v = v(env.caps) end
-    if type(v) == "table" and v.kind == "dataspace" then caps[k] = v.handle
-    elseif v ~= nil then caps[k] = v.kind or tostring(v) end
+    if type(v) == "table" and v.handle ~= nil then caps[k] = v.handle
+    elseif v ~= nil then caps[k] = type(v) == "table" and v.kind or tostring(v) end
   end
   local sched = env.scheduler
   local prio, cpus

@@ -24,6 +24,91 @@ function M.set_sched(opts, prio, cpus, ...)
   opts.scheduler = M.new_sched(prio or 0, cpus, ...)
 end
 
+-- A server that hands out virtio ports on a channel (svr), as vmm.lua starts
+-- l4vio_switch: every key of `ports` becomes a port; the table is rewritten in
+-- place to hold the port capabilities. `port_words(key, value)` gives the
+-- create() arguments for one entry.
+local function start_port_server(what, ports, opts, prog, args, port_words)
+  if type(ports) ~= "table" then user_error(what .. ": expects a table of ports") end
+  local svr = M.loader:new_channel()
+  local env = { caps = M.table_override({ svr = svr:svr() }, opts.ext_caps),
+                log = opts.log, scheduler = opts.scheduler }
+  local task = M.loader:startv(env, prog, table.unpack(args))
+  local names = {}
+  for k in pairs(ports) do names[#names + 1] = k end
+  table.sort(names, function(a, b) return tostring(a) < tostring(b) end)
+  for _, k in ipairs(names) do
+    ports[k] = svr:create(0, table.unpack(port_words(k, ports[k])))
+  end
+  return task
+end
+
+local function switch_port_words(key, value)
+  local words = { "ds-max=4", "name=" .. tostring(key) }
+  if type(value) == "table" then
+    for _, w in ipairs(value) do words[#words + 1] = tostring(w) end
+  end
+  return words
+end
+
+function M.start_virtio_switch_tbl(opts)
+  if type(opts) ~= "table" then user_error("start_virtio_switch_tbl: expects a table") end
+  local ports = opts.ports
+  local args = { "-v" }
+  local nports = 0
+  for _ in pairs(ports or {}) do nports = nports + 1 end
+  if opts.port_limit then
+    if not opts.svr_cap then user_error("start_virtio_switch_tbl: port_limit needs svr_cap") end
+    nports = nports + opts.port_limit
+  end
+  args[#args + 1] = "-p"
+  args[#args + 1] = tostring(nports)
+  if opts.pcap then args[#args + 1] = "--pcap=" .. tostring(opts.pcap) end
+  local prog = (opts.switch_type or "switch") == "switch" and "rom/l4vio_switch"
+               or "rom/l4vio_net_p2p"
+  return start_port_server("start_virtio_switch", ports, {
+    ext_caps = opts.ext_caps, scheduler = opts.scheduler, log = opts.log or { "switch", "Blue" },
+  }, prog, args, switch_port_words)
+end
+
+function M.start_virtio_switch(ports, prio, cpus, switch_type, ext_caps)
+  local opts = { ports = ports, switch_type = switch_type, ext_caps = ext_caps }
+  M.set_sched(opts, prio, cpus)
+  return M.start_virtio_switch_tbl(opts)
+end
+
+-- pyned's block server: disks = { name = "file.img" | { file = ..., ro = true, serial = ... } }
+function M.start_virtio_block(disks, opts)
+  opts = opts or {}
+  return start_port_server("start_virtio_block", disks, {
+    ext_caps = opts.ext_caps, scheduler = opts.scheduler, log = opts.log or { "blk", "Cyan" },
+  }, "rom/virtio-block", {}, function(key, value)
+    local words = { "name=" .. tostring(key) }
+    if type(value) == "string" then value = { file = value } end
+    if type(value) ~= "table" then
+      user_error("start_virtio_block: disk '" .. tostring(key) .. "' must be a file name or a table")
+    end
+    if value.file ~= nil then words[#words + 1] = "file=" .. tostring(value.file) end
+    if value.serial ~= nil then words[#words + 1] = "serial=" .. tostring(value.serial) end
+    if value.ro then words[#words + 1] = "ro" end
+    return words
+  end)
+end
+
+-- pyned's entropy server: sources = { name = true | { seed = N } }
+function M.start_virtio_rng(sources, opts)
+  opts = opts or {}
+  return start_port_server("start_virtio_rng", sources, {
+    ext_caps = opts.ext_caps, scheduler = opts.scheduler, log = opts.log or { "rng", "Cyan" },
+  }, "rom/virtio-rng", {}, function(key, value)
+    local words = { "name=" .. tostring(key) }
+    if type(value) == "table" and value.seed ~= nil then
+      words[#words + 1] = "seed=" .. tostring(value.seed)
+    end
+    return words
+  end)
+end
+
 local known = {
   id = "number", mem = true, mem_align = "number", ram_base = "number", kernel = "string",
   rd = "string", fdt = true, bootargs = "string", cpus = true, prio = "number", log = true,

@@ -19,6 +19,7 @@ from pyned.kernel.task import TaskTable
 from pyned.platform.board import Board
 from pyned.services.cons import Cons
 from pyned.services.rom import Rom, shipped_dirs
+from pyned.services.switch import VirtioSwitch
 from pyned.vmm.vm import Vm
 
 
@@ -44,6 +45,7 @@ class System:
         self.cons = Cons(self.clock, opts.out, opts.colour)
         self.rom = Rom(list(opts.rom_dirs) + shipped_dirs())
         self.vms: dict[int, Vm] = {}
+        self.switches: list[VirtioSwitch] = []
         self._ned_channel = self.cons.create("ned", "")
 
     def ned_log(self, text: str) -> None:
@@ -55,3 +57,5 @@ class System:
             task.kill()
         self.scheduler.stop()
         self.clock.stop()
+        for switch in self.switches:
+            switch.close()

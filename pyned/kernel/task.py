@@ -31,6 +31,9 @@ class Task:
         self._done = threading.Event()
         self._lock = threading.Lock()
         self._listeners: list[Callable[["Task"], None]] = []
+        # A server (a switch, a disk) only answers other tasks: it alone does
+        # not keep the system running.
+        self.server = False
 
     def set_kill(self, kill_fn: Callable[[], None]) -> None:
         self._kill_fn = kill_fn
@@ -91,3 +94,8 @@ class TaskTable:
     def alive(self) -> list[Task]:
         with self._lock:
             return [t for t in self.tasks if t.alive]
+
+    def clients_alive(self) -> bool:
+        """Whether a task other than a server is still running."""
+        with self._lock:
+            return any(t.alive and not t.server for t in self.tasks)

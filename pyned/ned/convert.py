@@ -7,7 +7,9 @@ from lupa.lua54 import lua_type
 from pyned.errors import ConfigError
 from pyned.kernel.memory import Dataspace
 from pyned.services.cons import Channel
+from pyned.services.gate import IpcGate
 from pyned.services.spec import SchedSpec, StartSpec
+from pyned.services.virtio_servers import VirtioPort
 
 
 def lua_list(value: object, what: str) -> list[object]:
@@ -33,7 +35,7 @@ def start_spec(prog: object, args: object, caps: object, log: object, prio: obje
     argv = [str(a) for a in lua_list(args, "arguments")]
     capmap: dict[str, object] = {}
     for name, value in lua_dict(caps, "caps").items():
-        if isinstance(value, (Dataspace, Channel)):
+        if isinstance(value, (Dataspace, Channel, IpcGate, VirtioPort)):
             capmap[name] = value
         elif isinstance(value, str):
             capmap[name] = value  # a capability pyned does not model, kept by kind

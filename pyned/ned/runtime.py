@@ -19,8 +19,9 @@ from lupa.lua54 import LuaRuntime
 
 from pyned.errors import ConfigError, PynedError, ScriptError
 from pyned.kernel.task import Task, TaskState
-from pyned.ned.convert import start_spec
+from pyned.ned.convert import lua_list, start_spec
 from pyned.services import loader
+from pyned.services.gate import IpcGate
 from pyned.services.rom import PROJECT_ROOT
 from pyned.system import System
 
@@ -145,6 +146,11 @@ class Ned:
             "log_create": lambda tag, colour, opts: sysm.cons.create(
                 tag, colour, [str(o) for o in opts.values()] if opts else []),
             "ned_channel": lambda: sysm._ned_channel,
+            "gate_new": IpcGate,
+            "gate_bound": lambda gate: gate.bound,
+            "gate_create": lambda gate, proto, args: gate.create(
+                int(proto), [str(a) for a in lua_list(args, "create arguments")]),
+            "cap_kind": lambda obj: getattr(obj, "kind", "cap"),
             "ned_print": lambda text: sysm.ned_log(str(text)),
             "sleep_ms": lambda ms: time.sleep(max(0.0, float(ms)) / 1000.0),
             "core_count": lambda: sysm.board.cores,
@@ -224,7 +230,7 @@ class Ned:
             try:
                 event = self._events.get(timeout=0.1)
             except queue.Empty:
-                if not self.system.tasks.alive() and self._events.empty():
+                if not self.system.tasks.clients_alive() and self._events.empty():
                     break
                 continue
             event()

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Callable
 
 from pyned.errors import ConfigError
 from pyned.kernel.task import Task
-from pyned.services import uvmm
+from pyned.services import uvmm, virtio_servers
 from pyned.services.spec import StartSpec
 
 if TYPE_CHECKING:
@@ -18,7 +18,13 @@ if TYPE_CHECKING:
 
 Service = Callable[["System", Task, StartSpec], None]
 
-PROGRAMS: dict[str, Service] = {"uvmm": uvmm.start}
+PROGRAMS: dict[str, Service] = {
+    "uvmm": uvmm.start,
+    "l4vio_switch": virtio_servers.start_switch,
+    "l4vio_net_p2p": virtio_servers.start_switch,  # a two-port switch serves the same purpose
+    "virtio-block": virtio_servers.start_block,
+    "virtio-rng": virtio_servers.start_rng,
+}
 
 
 def start(system: "System", spec: StartSpec) -> Task:

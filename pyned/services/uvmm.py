@@ -7,7 +7,11 @@ the task exits with uvmm's code: 0 power-off, 0x66 reboot, 1 fatal state.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
+
+from pyned.devices.pl011 import Pl011
+from pyned.devices.virtio.console import VirtioConsole
+from pyned.devices.virtio.mmio import DeviceStatus, VirtioMmio
 
 from pyned.errors import ConfigError
 from pyned.kernel.task import Task
@@ -39,9 +43,7 @@ def start(system: "System", task: Task, spec: StartSpec) -> None:
         name=channel.name, options=options, caps=spec.caps, resolve=system.rom.resolve,
         board=system.board, syndrome=system.syndrome, cores=cores, prio=prio,
         console_write=channel.write, log=log, clock=system.clock))
-    uart = next((d.device for d in vm.devices if hasattr(d.device, "push_input")), None)
-    if uart is not None:
-        channel.attach_input(uart.push_input)  # type: ignore[attr-defined]
+    channel.attach_input(_console_input(vm))
 
     def ended(end: VmEnd) -> None:
         if end.fault is not None:
@@ -60,6 +62,26 @@ def start(system: "System", task: Task, spec: StartSpec) -> None:
     system.vms[task.tid] = vm
     vm.start()
     task.running()
+
+
+def _console_input(vm: Vm) -> Callable[[bytes], int]:
+    """Typed input goes to the virtio console once its driver runs, else to the UART.
+
+    Both show the same channel (uvmm's default Vcon), and a guest reads its
+    console on one of them (Linux: console=hvc0 or ttyAMA0); the driver state
+    says which one is in use.
+    """
+    uarts = [d.device for d in vm.devices if isinstance(d.device, Pl011)]
+    vcons = [d.device for d in vm.devices if isinstance(d.device, VirtioMmio)
+             and isinstance(d.device.device, VirtioConsole)]
+
+    def push(data: bytes) -> int:
+        for transport in vcons:
+            if transport.status & DeviceStatus.DRIVER_OK:
+                return transport.device.push_input(data)  # type: ignore[attr-defined]
+        return uarts[0].push_input(data) if uarts else 0
+
+    return push
 
 
 def _report_fault(write, vm: Vm, end: VmEnd) -> None:

@@ -30,7 +30,7 @@ from pyned.platform.board import Board, MemRange
 from pyned.vmm import factory
 from pyned.vmm.bus import MmioBus
 from pyned.vmm.devicetree import DeviceTree, node_path
-from pyned.vmm.loader import KernelSpec, load_kernel
+from pyned.vmm.loader import KernelSpec, LoadedImage, load_kernel
 from pyned.vmm.memory import GuestMemory, RamRegion
 from pyned.vmm.options import UvmmOptions
 from pyned.vmm.vm import VcpuThread, Vm
@@ -118,8 +118,21 @@ def build_vm(inp: BuildInputs) -> Vm:
 
     # Devices
     ctx = factory.FactoryContext(vm, dt, inp.board, inp.console_write, notes,
-                                 num_cpus=len(mpidrs), mpidrs=list(mpidrs))
-    factory.scan(ctx)
+                                 num_cpus=len(mpidrs), mpidrs=list(mpidrs), caps=inp.caps,
+                                 log=lambda text: inp.log(text, 1))
+    try:
+        factory.scan(ctx)
+        _finish(inp, vm, dt, memory, image, kname, first, used, top, notes, mpidrs)
+    except BaseException:
+        vm.abandon()  # devices that hold host resources (a disk, a switch port) let go
+        raise
+    return vm
+
+
+def _finish(inp: BuildInputs, vm: Vm, dt: DeviceTree, memory: GuestMemory, image: LoadedImage,
+            kname: str,
+            first: MemRange, used: list[MemRange], top: int, notes: list[str],
+            mpidrs: list[int]) -> None:
 
     # vCPUs
     sysregs = SysRegTable()
@@ -155,7 +168,6 @@ def build_vm(inp: BuildInputs) -> Vm:
         inp.log(f"{path}: disabled: {why}")
     inp.log(f"kernel {kname} ({image.format}) entry {image.entry:#x}, dtb at {dtb_base:#x}, "
             f"RAM {first}")
-    return vm
 
 
 def _setup_ram(inp: BuildInputs, dt: DeviceTree, memory: GuestMemory, mpu: MpuMap) -> MemRange:

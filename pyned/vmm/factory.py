@@ -9,7 +9,7 @@ guest probe hardware that is not there.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Protocol
 
 from fdt.items import Node
 
@@ -19,6 +19,8 @@ from pyned.devices.pl011 import Pl011
 from pyned.devices.psci import Psci
 from pyned.devices.sysctl import SysCtl
 from pyned.devices.timer import GenericTimer
+from pyned.devices.virtio.console import VirtioConsole
+from pyned.devices.virtio.mmio import VirtioDevice, VirtioMmio
 from pyned.errors import ImageError
 from pyned.platform.board import Board, MemRange
 from pyned.vmm.devicetree import DeviceTree, node_path
@@ -41,6 +43,8 @@ class FactoryContext:
     console_write: Callable[[bytes], None]
     notes: list[str]
     num_cpus: int = 1
+    caps: dict[str, object] = field(default_factory=dict)
+    log: Callable[[str], None] = lambda text: None
     mpidrs: list[int] = field(default_factory=lambda: [0])
     built: dict[int, object] = field(default_factory=dict)   # id(node) -> device
     failed: dict[int, str] = field(default_factory=dict)     # id(node) -> why not
@@ -190,6 +194,57 @@ def make_timer(ctx: FactoryContext, node: Node) -> object:
     return timers
 
 
+class VirtioBackend(Protocol):
+    """A capability that makes a virtio device model for one VM (a switch port, a disk)."""
+
+    kind: str
+
+    def open(self, log: Callable[[str], None]) -> VirtioDevice: ...
+
+    def release(self, device: VirtioDevice) -> None: ...
+
+
+def _virtio_transport(ctx: FactoryContext, node: Node, device: VirtioDevice) -> VirtioMmio:
+    (window, *_) = ctx.windows(node, 1)
+    irq = ctx.irq(node, 0)
+    where = node_path(node)
+    transport = VirtioMmio(device, ctx.vm.memory, irq,
+                           lambda text: ctx.log(f"{where}: virtio-{device.name}: {text}"))
+    ctx.add_mmio(node, window, transport)
+    # Queues hold views of guest RAM: drop them when the VM ends, under the
+    # transport's lock, so a frame arriving late from another VM is dropped
+    # rather than written into RAM that is no longer this VM's.
+    ctx.vm.on_end(lambda _end: transport.reset())
+    return transport
+
+
+def make_virtio_console(ctx: FactoryContext, node: Node) -> object:
+    return _virtio_transport(ctx, node, VirtioConsole(WriteSink(ctx.console_write)))
+
+
+def make_virtio_proxy(ctx: FactoryContext, node: Node) -> object:
+    name = ctx.dt.string(node, "l4vmm,virtiocap")
+    if not name:
+        raise Unbacked("virtio proxy without l4vmm,virtiocap")
+    backend = ctx.caps.get(name)
+    if backend is None:
+        raise Unbacked(f"no capability {name!r} (l4vmm,virtiocap) was given to the VM")
+    if not callable(getattr(backend, "open", None)):
+        raise Unbacked(f"capability {name!r} is not a virtio device port")
+    port: VirtioBackend = backend  # type: ignore[assignment]
+    try:
+        device = port.open(ctx.log)
+    except Exception as err:  # the port says why it cannot serve this VM
+        raise Unbacked(str(err)) from None
+    try:
+        transport = _virtio_transport(ctx, node, device)
+    except BaseException:
+        port.release(device)
+        raise
+    ctx.vm.on_end(lambda _end: port.release(device))
+    return transport
+
+
 Factory = Callable[[FactoryContext, Node], object]
 
 # The registry: compatible string -> factory. Matched in the order a node lists
@@ -208,6 +263,8 @@ DEVICE_TYPES: dict[str, Factory] = {
     "arm,psci-0.2": make_psci,
     "arm,psci-1.0": make_psci,
     "syscon-l4vmm": make_sysctl,
+    "virtio,mmio:console": make_virtio_console,
+    "virtio,mmio:proxy": make_virtio_proxy,
 }
 
 # Nodes that describe the VM itself rather than a device, handled elsewhere.

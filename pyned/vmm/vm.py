@@ -196,6 +196,16 @@ class Vm:
     def kill(self) -> None:
         self.request_end(VmEnd(None, "killed", killed=True))
 
+    def abandon(self) -> None:
+        """A VM that will never start: run the end listeners (device clean-up) once."""
+        with self._end_lock:
+            if self._finished:
+                return
+            self._finished = True
+            self.end = VmEnd(None, "not started")
+        for fn in self._end_listeners:
+            fn(self.end)
+
     def _finish_if_idle(self) -> None:
         with self._end_lock:
             if self._finished or self.end is None or self._executing:
