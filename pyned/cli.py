@@ -7,6 +7,7 @@ shows the traceback.
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import traceback
 from pathlib import Path
@@ -33,15 +34,43 @@ def _boot_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script (arg table)")
 
 
+def _unicorn_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("unicorn", help="build or inspect the patched Unicorn library pyned runs on")
+    p.add_argument("action", choices=("build", "status"))
+    p.add_argument("--force", action="store_true", help="rebuild even if a build exists")
+
+
+def _unicorn(args: argparse.Namespace) -> int:
+    from pyned.cpu import engine
+
+    lib = engine.cache_dir() / engine.LIB_NAME
+    if args.action == "status":
+        state = "patched" if engine.patched() else "stock (unpatched)"
+        print(f"unicorn {engine.UNICORN_VERSION}: running on the {state} library"
+              f"{'' if not lib.is_file() else f'; build at {lib}'}")
+        return 0
+    if lib.is_file() and not args.force:
+        print(f"pyned: {lib} exists (use --force to rebuild)")
+        return 0
+    try:
+        engine.build(log=lambda text: print(f"pyned: {text}"))
+    except (engine.BuildError, OSError, subprocess.CalledProcessError) as err:
+        raise PynedError(f"unicorn build failed: {err}") from None
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pyned", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _boot_parser(sub)
+    _unicorn_parser(sub)
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False)
     try:
         if args.command == "boot":
             return _boot(args)
+        if args.command == "unicorn":
+            return _unicorn(args)
     except PynedError as err:
         if debug:
             traceback.print_exc()

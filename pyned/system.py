@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from pyned.cpu.engine import patched
 from pyned.cpu.syndrome import SyndromeLayout, probe_syndrome_layout
 from pyned.kernel.clock import Clock
 from pyned.kernel.memory import PhysicalMemory
@@ -47,6 +48,11 @@ class System:
         self.vms: dict[int, Vm] = {}
         self.switches: list[VirtioSwitch] = []
         self._ned_channel = self.cons.create("ned", "")
+        self.exact_stops = patched()
+        if not self.exact_stops:
+            self.ned_log("warning: stock Unicorn library: a stop can land after a load has "
+                         "taken effect, and guests may then fail under host load; build the "
+                         "fixed one with 'pyned unicorn build'")
 
     def ned_log(self, text: str) -> None:
         self._ned_channel.write(text.encode() + b"\n")

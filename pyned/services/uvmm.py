@@ -42,7 +42,8 @@ def start(system: "System", task: Task, spec: StartSpec) -> None:
     vm = build_vm(BuildInputs(
         name=channel.name, options=options, caps=spec.caps, resolve=system.rom.resolve,
         board=system.board, syndrome=system.syndrome, cores=cores, prio=prio,
-        console_write=channel.write, log=log, clock=system.clock))
+        console_write=channel.write, log=log, clock=system.clock,
+        exact_stops=system.exact_stops))
     channel.attach_input(_console_input(vm))
 
     def ended(end: VmEnd) -> None:

@@ -54,6 +54,7 @@ class BuildInputs:
     console_write: Callable[[bytes], None]
     log: Callable[[str], None]
     clock: Clock
+    exact_stops: bool = False               # the engine never replays an access (engine.py)
 
 
 def _align_up(v: int, a: int) -> int:
@@ -149,7 +150,8 @@ def _finish(inp: BuildInputs, vm: Vm, dt: DeviceTree, memory: GuestMemory, image
             vcpu.map_ram(region.range.base, region.range.size, region.dataspace.host_address())
         thread = VcpuThread(vm, vcpu, inp.cores[index], inp.prio)
         for i, bus_region in enumerate(vm.bus.regions):
-            rd, wr = vm.bus.callbacks(i, index, thread.guard, vm.device_failed)
+            rd, wr = vm.bus.callbacks(i, index, None if inp.exact_stops else thread.guard,
+                                      vm.device_failed)
             vcpu.map_mmio(bus_region.range.base, bus_region.range.size, rd, wr)
         vcpu.install_fault_hooks(mapped)
         vm.threads.append(thread)

@@ -116,14 +116,18 @@ class MmioBus:
                 return r
         return None
 
-    def callbacks(self, index: int, cpu: int, guard: ReplayGuard,
+    def callbacks(self, index: int, cpu: int, guard: ReplayGuard | None,
                   on_error: Callable[[str, Exception], None]) -> tuple[Callable, Callable]:
-        """Unicorn ``mmio_map`` callbacks for region ``index`` as seen by vCPU ``cpu``."""
+        """Unicorn ``mmio_map`` callbacks for region ``index`` as seen by vCPU ``cpu``.
+
+        ``guard`` is None when the engine never performs an access twice.
+        """
         region = self.regions[index]
         device = region.device
         base = region.range.base
         bus = self
-        safe = getattr(device, "replay_safe", None)
+        # Without a guard (the patched engine never replays) every access is "safe".
+        safe = getattr(device, "replay_safe", None) if guard is not None else (lambda o, w: True)
 
         def read_cb(_uc: object, offset: int, size: int, _ud: object) -> int:
             bus.accesses += 1

@@ -1,0 +1,153 @@
+"""Which Unicorn library pyned runs on, and building the one it should run on.
+
+Stock Unicorn 2.1.4 checks for a stop request after every guest load and
+store, and when an asynchronous ``uc_emu_stop`` (a timer tick, another
+vCPU's interrupt) is seen there it reports the PC of that access although the
+access, and a load's destination register, have already taken effect. The
+guest then runs the instruction twice: ``ldr x0, [x0]`` loads through its own
+result, an MMIO read pops a FIFO twice (unicorn-aarch64.md; measured: three
+asynchronous stops in four land there in a load loop).
+
+pyned carries a small patch to that check (it then leaves the block only for
+an invalid access, so asynchronous stops wait for the next block boundary,
+where the PC and registers agree) and builds the library for AArch64 alone
+from Unicorn's source release: ``pyned unicorn build``. The build lands in
+pyned's cache folder and is picked up before Unicorn is first imported.
+Without it pyned still runs, with the replay guard of ``vmm.bus`` covering
+MMIO, and warns that guests may misbehave when the host is loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+UNICORN_VERSION = "2.1.4"
+PATCH_LEVEL = 1
+LIB_NAME = "libunicorn.so.2"
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("PYNED_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pyned")
+    return Path(root) / f"unicorn-{UNICORN_VERSION}-pyned{PATCH_LEVEL}"
+
+
+def select_library() -> None:
+    """Point Unicorn's loader at the patched build if there is one (before ``import unicorn``)."""
+    if "LIBUNICORN_PATH" in os.environ or "unicorn" in sys.modules:
+        return
+    if (cache_dir() / LIB_NAME).is_file():
+        os.environ["LIBUNICORN_PATH"] = str(cache_dir())
+
+
+def patched() -> bool:
+    from unicorn.unicorn_py3.unicorn import uclib
+
+    try:
+        return int(uclib.uc_pyned_patch_level()) >= PATCH_LEVEL
+    except AttributeError:
+        return False
+
+
+# The patch, as exact edits of Unicorn's source: each must match once, so a
+# different release fails loudly instead of building something unknown.
+_MEM_CHECK = '''// pyned: the check after a guest load or store. It leaves the block only for
+// an invalid access; an asynchronous stop seen here would report the access's
+// PC after the access had taken effect. Such stops wait for the next block.
+static void check_exit_request_mem(TCGContext *tcg_ctx)
+{
+    if (tcg_ctx->uc->no_exit_request) {
+        return;
+    }
+
+    TCGv_ptr puc = tcg_const_ptr(tcg_ctx, tcg_ctx->uc);
+    TCGv_i32 tmp = tcg_const_i32(tcg_ctx, UC_EXIT_CHECK_AFTER_MEM);
+    if (tcg_ctx->delay_slot_flag != NULL) {
+        tcg_gen_ori_i32(tcg_ctx, tmp, tcg_ctx->delay_slot_flag, UC_EXIT_CHECK_AFTER_MEM);
+    }
+    gen_helper_check_exit_request(tcg_ctx, puc, tmp);
+    tcg_temp_free_i32(tcg_ctx, tmp);
+    tcg_temp_free_ptr(tcg_ctx, puc);
+}
+
+static void tcg_gen_req_mo(TCGContext *tcg_ctx, TCGBar type)'''
+
+_EDITS: list[tuple[str, str, str, int]] = [
+    # (file, old, new, occurrences of old); tcg-op.c's call sites are edited by line
+    ("qemu/tcg/tcg-op.c", "static void tcg_gen_req_mo(TCGContext *tcg_ctx, TCGBar type)", _MEM_CHECK, 1),
+    ("qemu/include/tcg/tcg.h", "void check_exit_request(TCGContext *tcg_ctx);",
+     "void check_exit_request(TCGContext *tcg_ctx);\n#define UC_EXIT_CHECK_AFTER_MEM 2", 1),
+    ("qemu/accel/tcg/tcg-runtime.c",
+     "void HELPER(check_exit_request)(void *p, uint32_t in_delay_slot) {\n    uc_engine *uc = p;\n",
+     "void HELPER(check_exit_request)(void *p, uint32_t in_delay_slot) {\n    uc_engine *uc = p;\n"
+     "\n    if (in_delay_slot & UC_EXIT_CHECK_AFTER_MEM) {\n"
+     "        if (uc->invalid_error == UC_ERR_OK) {\n            return;\n        }\n"
+     "        in_delay_slot &= ~UC_EXIT_CHECK_AFTER_MEM;\n    }\n", 1),
+    ("uc.c", "UNICORN_EXPORT\nuc_err uc_hook_del(uc_engine *uc, uc_hook hh)",
+     f"UNICORN_EXPORT\nint uc_pyned_patch_level(void)\n{{\n    return {PATCH_LEVEL};\n}}\n\n"
+     "UNICORN_EXPORT\nuc_err uc_hook_del(uc_engine *uc, uc_hook hh)", 1),
+]
+# The six checks after loads and stores in tcg-op.c, and nothing else.
+_MEM_CHECKS = 6
+
+
+class BuildError(Exception):
+    pass
+
+
+def apply_patch(src: Path) -> None:
+    """Edit an unpacked Unicorn ``src/`` tree in place."""
+    tcg_op = src / "qemu/tcg/tcg-op.c"
+    lines = tcg_op.read_text().split("\n")
+    calls = [i for i, line in enumerate(lines) if line.strip() == "check_exit_request(tcg_ctx);"]
+    if len(calls) != _MEM_CHECKS:
+        raise BuildError(f"{tcg_op.name}: expected {_MEM_CHECKS} checks after loads and stores, "
+                         f"found {len(calls)}")
+    for i in calls:
+        lines[i] = lines[i].replace("check_exit_request(", "check_exit_request_mem(")
+    tcg_op.write_text("\n".join(lines))
+    for rel, old, new, count in _EDITS:
+        path = src / rel
+        text = path.read_text()
+        found = text.count(old)
+        if count and found != count:
+            raise BuildError(f"{rel}: expected {count} match(es) of a patch anchor, found {found}")
+        path.write_text(text.replace(old, new))
+
+
+def build(dest: Path | None = None, log=print) -> Path:
+    """Fetch Unicorn's source release with pip, patch it, build it for AArch64 only."""
+    dest = dest or cache_dir()
+    for tool in ("cmake", "cc"):
+        if shutil.which(tool) is None:
+            raise BuildError(f"building Unicorn needs {tool} (Debian: apt-get install cmake gcc make)")
+    with tempfile.TemporaryDirectory(prefix="pyned-unicorn-") as tmp:
+        work = Path(tmp)
+        log(f"fetching the unicorn {UNICORN_VERSION} source release")
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+                        "--no-binary", ":all:", "-d", str(work), f"unicorn=={UNICORN_VERSION}"],
+                       check=True)
+        archive = next(work.glob("unicorn-*.tar.gz"))
+        with tarfile.open(archive) as tar:
+            tar.extractall(work, filter="data")
+        src = work / f"unicorn-{UNICORN_VERSION}" / "src"
+        apply_patch(src)
+        build_dir = work / "build"
+        generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+        log("building libunicorn for AArch64 (about two minutes on two cores)")
+        subprocess.run(["cmake", "-S", str(src), "-B", str(build_dir), *generator,
+                        "-DCMAKE_BUILD_TYPE=Release", "-DUNICORN_ARCH=aarch64",
+                        "-DUNICORN_BUILD_TESTS=off"], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(["cmake", "--build", str(build_dir), "--target", "unicorn", "-j",
+                        str(os.cpu_count() or 2)], check=True, stdout=subprocess.DEVNULL)
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(build_dir / LIB_NAME, dest / (LIB_NAME + ".tmp"))
+        os.replace(dest / (LIB_NAME + ".tmp"), dest / LIB_NAME)
+    log(f"installed {dest / LIB_NAME}")
+    return dest / LIB_NAME

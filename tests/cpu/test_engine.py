@@ -1,0 +1,61 @@
+"""The engine under the vCPU: asynchronous stops must leave PC and registers in step."""
+
+import struct
+import threading
+import time
+
+import pytest
+from unicorn import UC_ARCH_ARM64, UC_MODE_ARM, Uc
+from unicorn import arm64_const as A
+
+from pyned.cpu.engine import apply_patch, patched
+
+# loop: ldr x1, [x1]; add x3, x3, #1; b loop
+LOOP = struct.pack("<III", 0xF9400021, 0x91000463, 0x17FFFFFE)
+
+
+@pytest.mark.xfail(not patched(), strict=True,
+                   reason="stock Unicorn reports stops after a load with the load's PC")
+def test_an_asynchronous_stop_never_lands_after_a_load_that_took_effect():
+    uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+    uc.mem_map(0x1000, 0x1000)
+    uc.mem_map(0x10000, 0x1000)
+    uc.mem_write(0x1000, LOOP)
+    # x1 walks a two-element ring: after n loads it is the n-th element.
+    uc.mem_write(0x10000, struct.pack("<QQ", 0x10008, 0x10000))
+    uc.reg_write(A.UC_ARM64_REG_X1, 0x10000)
+    done = threading.Event()
+
+    def kicker():
+        while not done.is_set():
+            time.sleep(0.0001)
+            uc.emu_stop()
+
+    thread = threading.Thread(target=kicker, daemon=True)
+    thread.start()
+    pc, stops, wrong = 0x1000, 0, 0
+    deadline = time.monotonic() + 1.0
+    try:
+        while time.monotonic() < deadline:
+            uc.emu_start(pc, 0xFFFF_FFFF_FFFF_FFFC)
+            stops += 1
+            pc = uc.reg_read(A.UC_ARM64_REG_PC)
+            x1, x3 = uc.reg_read(A.UC_ARM64_REG_X1), uc.reg_read(A.UC_ARM64_REG_X3)
+            if pc == 0x1000 and (x1 == 0x10000) != (x3 % 2 == 0):
+                wrong += 1
+                uc.reg_write(A.UC_ARM64_REG_X3, x3 + 1)
+    finally:
+        done.set()
+        thread.join()
+    assert stops > 100
+    assert wrong == 0
+
+
+def test_the_patch_refuses_a_source_tree_it_does_not_know(tmp_path):
+    from pyned.cpu.engine import BuildError
+
+    src = tmp_path / "src"
+    (src / "qemu/tcg").mkdir(parents=True)
+    (src / "qemu/tcg/tcg-op.c").write_text("void f(void) {\n    check_exit_request(tcg_ctx);\n}\n")
+    with pytest.raises(BuildError, match="expected 6 checks"):
+        apply_patch(src)
