@@ -82,6 +82,14 @@ def _port_options(args: list[str], allowed: set[str]) -> dict[str, str]:
     return out
 
 
+def _host_path(system: "System", name: str) -> Path:
+    """A file a script names: relative to the script's folder, as rom/ names are."""
+    path = Path(name).expanduser()
+    if not path.is_absolute():
+        path = (system.rom.dirs[0] if system.rom.dirs else Path.cwd()) / path
+    return path
+
+
 def _gate(spec: StartSpec, program: str) -> IpcGate:
     gate = spec.caps.get("svr")
     if not isinstance(gate, IpcGate):
@@ -135,7 +143,8 @@ def start_switch(system: "System", task: Task, spec: StartSpec) -> None:
         channel.write(f"{text}\n".encode())
 
     try:
-        switch = VirtioSwitch(f"switch{task.tid}", pcap=pcap, max_ports=max_ports,
+        switch = VirtioSwitch(f"switch{task.tid}", max_ports=max_ports,
+                              pcap=_host_path(system, pcap) if pcap else None,
                               log=log if verbose else None)
     except OSError as err:
         raise ConfigError(f"l4vio_switch: cannot write the capture {pcap}: {err.strerror}") from None
@@ -197,7 +206,6 @@ def start_block(system: "System", task: Task, spec: StartSpec) -> None:
         raise ConfigError(f"virtio-block: unknown argument {spec.args[0]!r}")
     gate = _gate(spec, "virtio-block")
     disks: dict[str, DiskPort] = {}
-    base = system.rom.dirs[0] if system.rom.dirs else Path.cwd()
 
     def create(_proto: int, words: list[str]) -> DiskPort:
         flags = {w for w in words if w in ("ro", "rw")}
@@ -206,9 +214,7 @@ def start_block(system: "System", task: Task, spec: StartSpec) -> None:
         name = opts.get("name") or f"disk{len(disks)}"
         if "file" not in opts:
             raise ConfigError(f"virtio-block: disk {name!r} needs file=PATH")
-        path = Path(opts["file"]).expanduser()
-        if not path.is_absolute():
-            path = base / path
+        path = _host_path(system, opts["file"])
         if not path.is_file():
             raise ConfigError(f"virtio-block: disk {name!r}: no such image file {path}")
         if name in disks:
