@@ -6,6 +6,13 @@ Figures (issue targets in brackets):
   boot_first_byte   `pyned boot` start to the guest's first console byte  [< 300 ms]
   compute_ratio     guest compute speed in a VM / the same binary on bare Unicorn  [>= 0.9]
   null_hypercall    hvc round trip (PSCI_VERSION), measured by the guest  [< 5 us]
+  virtio_blk_read   virtio-blk sequential reads, 64 KiB requests, 4 in flight  [>= 200 MB/s]
+  virtio_blk_write  virtio-blk sequential writes, same shape, ending in a FLUSH
+  virtio_net        ping/pong between two VMs on different cores through the
+                    switch: frames/s, RTT median and p99
+  virtio_console    virtio-console transmit, 4 KiB buffers, 8 in flight
+  (the virtio figures are measured by images/virtio.elf with CNTVCT; MB and KB
+  are 10^6 and 10^3 bytes)
 
 The machine is shared and noisy: read medians, not single runs.
 """
@@ -248,10 +255,154 @@ def idle_cpu(runs: int, seconds: float = 3.0) -> dict:
     return {"core_percent": med * 100, "target": "< 2 %", "ok": med < 0.02}
 
 
+# -- virtio -------------------------------------------------------------------
+# images/virtio.elf runs one benchmark per boot (bench=...) and prints its own
+# figure. A run counts only if the system ended with status 0, the figure line
+# is there and no VM printed a failure line; failed runs are left out of the
+# medians, shown as failed=k/N in the table and printed in full after it.
+
+_VIRTIO_VM = 'kernel = "rom/virtio.elf", fdt = "rom/virt-r82-virtio.dtb"'
+_VIRTIO_BAD = re.compile(r"timeout|timed out|giving up|\[uvmm\]|fault|MISMATCH|failed|"
+                         r"no such device|unknown benchmark|unexpected exception|NOT refused")
+_CONSOLE_FILLER = re.compile(r"[a-z]{63}")  # bench=console's payload lines
+FAILURES: list[str] = []  # reports of failed runs, printed after the table
+
+
+def _virtio_run(body: str) -> tuple[dict[str, str], str | None]:
+    """Run one script; return the text of every VM channel and why the run failed (or None)."""
+    from pyned.testing import run_script
+    try:
+        status, b, err = run_script('local vmm = require "vmm"\n' + body)
+    except AssertionError as exc:  # run_script's wall-clock limit (20 s)
+        return {}, str(exc)
+    chans = b.system.cons.channels
+    texts = {name: b.text(name) for name in sorted(chans) if name.startswith(("vm", "ned"))}
+    if err is not None:
+        return texts, f"error: {err}"
+    if status != 0:
+        return texts, f"exit status {status}"
+    bad = [ln for name, t in texts.items() if name.startswith("vm")
+           for ln in t.splitlines() if _VIRTIO_BAD.search(ln)]
+    if bad:
+        return texts, "failure line: " + bad[0]
+    return texts, None
+
+
+def _virtio_failure(bench: str, run: int, why: str, texts: dict[str, str]) -> None:
+    parts = [f"{bench} run {run}: {why}"]
+    for name, t in texts.items():
+        lines = t.splitlines()
+        kept = [ln for ln in lines if not _CONSOLE_FILLER.fullmatch(ln)]
+        if len(kept) < len(lines):
+            kept.append(f"({len(lines) - len(kept)} console benchmark lines left out)")
+        parts.append(f"--- {name}\n" + "\n".join(kept))
+    FAILURES.append("\n".join(parts))
+
+
+def _virtio_series(bench: str, runs: int, body: str, pattern: str, channel: str = "vm1"):
+    """Run ``body`` ``runs`` times; the match of ``pattern`` on ``channel`` for each
+    good run (with all texts), and the number of failed runs."""
+    good, failed = [], 0
+    for i in range(runs):
+        texts, why = _virtio_run(body)
+        m = re.search(pattern, texts.get(channel, ""))
+        if why is None and m is None:
+            why = f"no line matching {pattern!r} on {channel}"
+        if why is not None:
+            failed += 1
+            _virtio_failure(bench, i + 1, why, texts)
+            continue
+        good.append((m, texts))
+    return good, failed
+
+
+def _failed(res: dict, failed: int, runs: int) -> dict:
+    if failed:
+        res["failed"] = f"{failed}/{runs}"
+    return res
+
+
+def _virtio_blk(bench: str, mode: str, runs: int, mb: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="pyned-bench-blk-") as d:
+        img = Path(d) / "disk.img"
+        with open(img, "wb") as f:
+            f.truncate(64 << 20)  # sparse, 64 MiB
+        extra = " blkwrite=0" if mode == "read" else ""
+        body = (
+            f'local disks = {{ d1 = {{ file = "{img}" }} }}\n'
+            'vmm.start_virtio_block(disks)\n'
+            f'vmm.start_vm{{ id = 1, {_VIRTIO_VM}, ext_caps = {{ blk = disks.d1 }},\n'
+            f'               bootargs = "name=bench bench=blk-{mode} bench_mb={mb}{extra}" }}\n')
+        good, failed = _virtio_series(
+            bench, runs, body,
+            rf"bench blk-{mode}: (\d+) MB/s \((\d+) requests of (\d+) bytes in (\d+) us\)")
+    rates = [float(m.group(1)) for m, _ in good]
+    sizes = sorted({int(m.group(3)) for m, _ in good})
+    res: dict = {"MBps": statistics.median(rates) if rates else float("nan"),
+                 "best_MBps": max(rates) if rates else float("nan"),
+                 "req_bytes": "/".join(map(str, sizes)) or "-"}
+    return _failed(res, failed, runs)
+
+
+def virtio_blk_read(runs: int, mb: int = 64) -> dict:
+    res = _virtio_blk("virtio_blk_read", "read", runs, mb)
+    return {**res, "target": ">= 200 MB/s",
+            "ok": "failed" not in res and res["MBps"] >= 200}
+
+
+def virtio_blk_write(runs: int, mb: int = 64) -> dict:
+    res = _virtio_blk("virtio_blk_write", "write", runs, mb)
+    return {**res, "target": "(none)", "ok": "failed" not in res}
+
+
+def virtio_net(runs: int, frames: int = 500) -> dict:
+    """vm1 pings (cpus 0x1), vm2 answers (cpus 0x2), through a switch_tbl."""
+    body = (
+        'local net = { net0 = 1, net1 = 1 }\n'
+        'vmm.start_virtio_switch_tbl{ ports = net }\n'
+        f'vmm.start_vm{{ id = 2, {_VIRTIO_VM}, net = net.net1, cpus = 0x2,\n'
+        f'               bootargs = "name=pong net=pong frames={frames}" }}\n'
+        f'vmm.start_vm{{ id = 1, {_VIRTIO_VM}, net = net.net0, cpus = 0x1,\n'
+        f'               bootargs = "name=ping net=ping bench=net frames={frames}" }}\n')
+    good, failed = _virtio_series(
+        "virtio_net", runs, body,
+        r"bench net: (\d+) frames/s, rtt median (\d+) us p99 (\d+) us")
+    lost = 0
+    for _, texts in good:
+        r = re.search(r"net: (\d+)/(\d+) replies", texts["vm1"])
+        n_lost = int(r.group(2)) - int(r.group(1)) if r else 0
+        if n_lost:  # not a failure, but it skews frames/s: show the lines
+            lost += n_lost
+            FAILURES.append(f"virtio_net: {n_lost} lost frame(s) in a good run:\n" + "\n".join(
+                ln for ln in texts["vm1"].splitlines() if ln.startswith("net:")))
+
+    def med(k: int) -> float:
+        return statistics.median(float(m.group(k)) for m, _ in good) if good else float("nan")
+
+    res: dict = {"frames_per_s": med(1), "rtt_med_us": med(2), "rtt_p99_us": med(3), "lost": lost}
+    res = _failed(res, failed, runs)
+    return {**res, "target": "(none)", "ok": "failed" not in res}
+
+
+def virtio_console(runs: int, kb: int = 512) -> dict:
+    body = (
+        f'vmm.start_vm{{ id = 1, {_VIRTIO_VM},\n'
+        f'               bootargs = "name=bench bench=console bench_kb={kb}" }}\n')
+    good, failed = _virtio_series("virtio_console", runs, body,
+                                  r"bench console: (\d+) KB/s \((\d+) bytes in (\d+) us\)")
+    rates = [float(m.group(1)) for m, _ in good]
+    res: dict = {"KBps": statistics.median(rates) if rates else float("nan"),
+                 "best_KBps": max(rates) if rates else float("nan")}
+    res = _failed(res, failed, runs)
+    return {**res, "target": "(none)", "ok": "failed" not in res}
+
+
 BENCHES = {"boot_first_byte": boot_first_byte, "compute_ratio": compute_ratio,
            "null_hypercall": null_hypercall, "sysreg_trap": sysreg_trap,
            "injected_irq": injected_irq, "timer_latency": timer_latency,
-           "idle_cpu": idle_cpu}
+           "idle_cpu": idle_cpu, "virtio_blk_read": virtio_blk_read,
+           "virtio_blk_write": virtio_blk_write, "virtio_net": virtio_net,
+           "virtio_console": virtio_console}
 
 
 def main() -> int:
@@ -266,7 +417,9 @@ def main() -> int:
                           for k, v in res.items() if k not in ("target", "ok"))
         print(f"{name:<18} {shown:<52} {res['target']:<10} {'yes' if res['ok'] else 'NO'}",
               flush=True)
-    return 0
+    for report in FAILURES:
+        print("\n" + report, flush=True)
+    return 1 if FAILURES else 0
 
 
 if __name__ == "__main__":
