@@ -11,6 +11,7 @@ import struct
 import threading
 import time
 
+from pyned.cpu.engine import patched
 from pyned.cpu.sysregs import SysRegTable
 from pyned.cpu.vcpu import ExitKind, Vcpu
 from pyned.platform.board import MemRange
@@ -58,7 +59,9 @@ def test_interrupted_slices_never_duplicate_device_accesses(syndrome):
     dev = Counter()
     bus = MmioBus()
     bus.add(MemRange(DEV, 0x1000), "counter", dev)
-    guard = ReplayGuard()
+    # The patched engine never replays, so it runs without the guard (as pyned does);
+    # stock Unicorn needs it.
+    guard = None if patched() else ReplayGuard()
     errors = []
     rd, wr = bus.callbacks(0, 0, guard, lambda name, exc: errors.append(exc))
     vcpu.map_mmio(DEV, 0x1000, rd, wr)
@@ -79,8 +82,9 @@ def test_interrupted_slices_never_duplicate_device_accesses(syndrome):
         while time.monotonic() < deadline:
             exit_ = vcpu.run()
             assert exit_.kind == ExitKind.PREEMPT
-            acc = vcpu.access_at_pc()
-            guard.slice_ended(None if acc is None else (acc.address, acc.size, acc.is_load))
+            if guard is not None:
+                acc = vcpu.access_at_pc()
+                guard.slice_ended(None if acc is None else (acc.address, acc.size, acc.is_load))
             slices += 1
     finally:
         stop.set()
@@ -88,7 +92,8 @@ def test_interrupted_slices_never_duplicate_device_accesses(syndrome):
     iterations = vcpu.x(2)
     assert not errors
     assert slices > 200
-    assert guard.replays > slices // 2  # the hazard really happened
+    if guard is not None:
+        assert guard.replays > slices // 2  # the hazard really happened
     # A slice may end between the load and the add: then one read is ahead.
     assert dev.reads - iterations in (0, 1)
     assert dev.writes == list(range(1, len(dev.writes) + 1))
