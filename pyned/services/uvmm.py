@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Callable
 from pyned.devices.pl011 import Pl011
 from pyned.devices.virtio.console import VirtioConsole
 from pyned.devices.virtio.mmio import DeviceStatus, VirtioMmio
-
 from pyned.errors import ConfigError
 from pyned.kernel.task import Task
 from pyned.services.spec import StartSpec
