@@ -28,7 +28,7 @@ from pyned.kernel.mpu import Access, MpuMap, MpuRegion
 from pyned.kernel.scheduler import Core
 from pyned.platform.board import Board, MemRange
 from pyned.vmm import factory
-from pyned.vmm.bus import MmioBus
+from pyned.vmm.bus import MmioBus, ReplayGuard
 from pyned.vmm.devicetree import DeviceTree, node_path
 from pyned.vmm.loader import KernelSpec, LoadedImage, load_kernel
 from pyned.vmm.memory import GuestMemory, RamRegion
@@ -148,10 +148,10 @@ def _finish(inp: BuildInputs, vm: Vm, dt: DeviceTree, memory: GuestMemory, image
                     sysregs=sysregs, traps=vm)
         for region in memory.regions:
             vcpu.map_ram(region.range.base, region.range.size, region.dataspace.host_address())
-        thread = VcpuThread(vm, vcpu, inp.cores[index], inp.prio)
+        thread = VcpuThread(vm, vcpu, inp.cores[index], inp.prio,
+                            None if inp.exact_stops else ReplayGuard())
         for i, bus_region in enumerate(vm.bus.regions):
-            rd, wr = vm.bus.callbacks(i, index, None if inp.exact_stops else thread.guard,
-                                      vm.device_failed)
+            rd, wr = vm.bus.callbacks(i, index, thread.guard, vm.device_failed)
             vcpu.map_mmio(bus_region.range.base, bus_region.range.size, rd, wr)
         vcpu.install_fault_hooks(mapped)
         vm.threads.append(thread)

@@ -120,51 +120,65 @@ class MmioBus:
                   on_error: Callable[[str, Exception], None]) -> tuple[Callable, Callable]:
         """Unicorn ``mmio_map`` callbacks for region ``index`` as seen by vCPU ``cpu``.
 
-        ``guard`` is None when the engine never performs an access twice.
+        ``guard`` is None when the engine never performs an access twice; the
+        callbacks then go straight to the device.
         """
         region = self.regions[index]
         device = region.device
         base = region.range.base
         bus = self
-        # Without a guard (the patched engine never replays) every access is "safe".
-        safe = getattr(device, "replay_safe", None) if guard is not None else (lambda o, w: True)
+
+        def read(offset: int, size: int) -> int | None:
+            try:
+                return device.read(offset, size, cpu) & ((1 << (8 * size)) - 1)
+            except Exception as exc:  # a failing model crashes this VM, not the host
+                on_error(region.name, exc)
+                return None
+
+        def write(offset: int, size: int, value: int) -> bool:
+            try:
+                device.write(offset, size, value, cpu)
+                return True
+            except Exception as exc:
+                on_error(region.name, exc)
+                return False
+
+        if guard is None:
+            def direct_read_cb(_uc: object, offset: int, size: int, _ud: object) -> int:
+                bus.accesses += 1
+                return read(offset, size) or 0
+
+            def direct_write_cb(_uc: object, offset: int, size: int, value: int,
+                                _ud: object) -> None:
+                bus.accesses += 1
+                write(offset, size, value)
+
+            return direct_read_cb, direct_write_cb
+
+        safe = getattr(device, "replay_safe", None)
 
         def read_cb(_uc: object, offset: int, size: int, _ud: object) -> int:
             bus.accesses += 1
             if safe is not None and safe(offset, False):
-                try:
-                    return device.read(offset, size, cpu) & ((1 << (8 * size)) - 1)
-                except Exception as exc:
-                    on_error(region.name, exc)
-                    return 0
+                return read(offset, size) or 0
             access = _Access(base + offset, size, False, 0)
             replayed = guard.filter(access)
             if replayed is not None:
                 return replayed.value
-            try:
-                access.value = device.read(offset, size, cpu) & ((1 << (8 * size)) - 1)
-            except Exception as exc:  # a failing model crashes this VM, not the host
-                on_error(region.name, exc)
+            value = read(offset, size)
+            if value is None:
                 return 0
+            access.value = value
             guard.record(access)
-            return access.value
+            return value
 
         def write_cb(_uc: object, offset: int, size: int, value: int, _ud: object) -> None:
             bus.accesses += 1
             if safe is not None and safe(offset, True):
-                try:
-                    device.write(offset, size, value, cpu)
-                except Exception as exc:
-                    on_error(region.name, exc)
+                write(offset, size, value)
                 return
             access = _Access(base + offset, size, True, value)
-            if guard.filter(access) is not None:
-                return
-            try:
-                device.write(offset, size, value, cpu)
-            except Exception as exc:
-                on_error(region.name, exc)
-                return
-            guard.record(access)
+            if guard.filter(access) is None and write(offset, size, value):
+                guard.record(access)
 
         return read_cb, write_cb

@@ -33,8 +33,8 @@ class RamRegion:
 class GuestMemory:
     def __init__(self) -> None:
         self.regions: list[RamRegion] = []
-        # (base, end, view) per region: device DMA looks ranges up per
-        # descriptor, so this path stays free of method calls.
+        # (base, end, view) per region, built once: device DMA looks ranges
+        # up per descriptor.
         self._spans: list[tuple[int, int, memoryview]] = []
 
     def add(self, region: RamRegion) -> None:
@@ -43,20 +43,21 @@ class GuestMemory:
         self._spans = [(r.range.base, r.range.base + r.range.size, r.dataspace.view())
                        for r in self.regions]
 
+    def _span(self, addr: int, end: int) -> tuple[int, memoryview] | None:
+        for base, limit, view in self._spans:
+            if base <= addr and end <= limit:
+                return base, view
+        return None
+
     def _find(self, addr: int, size: int) -> tuple[memoryview, int]:
-        if size >= 0 and addr >= 0:
-            end = addr + max(size, 1)
-            for base, limit, view in self._spans:
-                if base <= addr and end <= limit:
-                    return view, addr - base
-        raise GuestMemoryError(addr, size)
+        span = self._span(addr, addr + max(size, 1)) if size >= 0 and addr >= 0 else None
+        if span is None:
+            raise GuestMemoryError(addr, size)
+        base, view = span
+        return view, addr - base
 
     def contains(self, addr: int, size: int = 1) -> bool:
-        end = addr + size
-        for base, limit, _view in self._spans:
-            if base <= addr and end <= limit:
-                return True
-        return False
+        return self._span(addr, addr + size) is not None
 
     def view(self, addr: int, size: int) -> memoryview:
         """Zero-copy access for device DMA; valid while the VM's RAM lives."""

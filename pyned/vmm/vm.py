@@ -114,14 +114,15 @@ class DeviceEntry:
 class VcpuThread:
     """A vCPU as the kernel schedules it."""
 
-    def __init__(self, vm: "Vm", vcpu: Vcpu, core: Core, prio: int) -> None:
+    def __init__(self, vm: "Vm", vcpu: Vcpu, core: Core, prio: int,
+                 guard: ReplayGuard | None) -> None:
         self.vm = vm
         self.vcpu = vcpu
         self.core = core
         self.prio = prio
         self.name = f"{vm.name}/cpu{vcpu.index}"
         self.powered = False
-        self.guard = ReplayGuard()
+        self.guard = guard  # None: the engine never replays an access
         self.executing = False
         self.rekick: TimerHandle | None = None
         self.irqs_taken = 0
@@ -255,7 +256,8 @@ class Vm:
                 self._inject(thread)
                 exit_ = thread.vcpu.run()
                 thread.vcpu.unwatch()
-                thread.guard.slice_ended(self._pending_access(thread.vcpu))
+                if thread.guard is not None:
+                    thread.guard.slice_ended(self._pending_access(thread.vcpu))
                 result = _EXIT_HANDLERS[exit_.kind](self, thread, exit_)
                 if result is not None:
                     return result
