@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+from pyned.cpu.engine import patched
 from pyned.cpu.syndrome import SyndromeLayout, probe_syndrome_layout
 from pyned.errors import PynedError
 from pyned.ned.runtime import ExitMode, Ned, NedOptions
@@ -125,6 +126,22 @@ class Booted:
             raise self.error
         assert self.status is not None
         return self.status
+
+
+# Stock Unicorn reports some asynchronous stops after a load has taken effect
+# (pyned/cpu/engine.py), so guests that run long enough to be interrupted can
+# fail at random on it. Tests of such guests carry this mark: on the patched
+# engine they must pass.
+def _needs_exact_stops():
+    try:
+        import pytest  # a test-time dependency only
+    except ImportError:
+        return None
+    return pytest.mark.xfail(not patched(), strict=False,
+                             reason="stock Unicorn: stops after loads replay them")
+
+
+NEEDS_EXACT_STOPS = _needs_exact_stops()
 
 
 def run_script(source: str, **kw: object) -> tuple[int | None, Booted, BaseException | None]:

@@ -4,18 +4,11 @@ import re
 
 import pytest
 
-from pyned.cpu.engine import patched
-from pyned.testing import run_script
+from pyned.testing import NEEDS_EXACT_STOPS, run_script
 
 pytestmark = pytest.mark.boot
 PRE = 'local L4 = require "L4"\nlocal vmm = require "vmm"\n'
 
-
-# Stock Unicorn reports some asynchronous stops after a load has taken effect
-# (pyned/cpu/engine.py); the rtos guest then faults when the host is loaded.
-# On the patched engine these must pass.
-RESIDUAL_STOP_RACE = pytest.mark.xfail(
-    not patched(), strict=False, reason="stock Unicorn: stops after loads replay them")
 
 
 def ticks(text):
@@ -23,7 +16,7 @@ def ticks(text):
         r"rtos: tick=(\d+) worst_late_us=(\d+) mean_late_us=(\d+) taskA=(\d+) taskB=(\d+)", text)]
 
 
-@RESIDUAL_STOP_RACE
+@NEEDS_EXACT_STOPS
 def test_rtos_ticks_at_1khz_through_gicv3_and_the_virtual_timer():
     status, b, err = run_script(PRE + 'vmm.start_vm{ id = 1, kernel = "rom/rtos.elf", '
                                 'fdt = "rom/virt-r82.dtb", bootargs = "seconds=2" }\n')
@@ -36,7 +29,7 @@ def test_rtos_ticks_at_1khz_through_gicv3_and_the_virtual_timer():
     assert all(a > 0 and bb > 0 for _, _, _, a, bb in lines)
 
 
-@RESIDUAL_STOP_RACE
+@NEEDS_EXACT_STOPS
 def test_rtos_beside_a_busy_neighbour_on_the_same_core():
     status, b, err = run_script(PRE + '''
 vmm.start_vm{ id = 1, kernel = "rom/rtos.elf", fdt = "rom/virt-r82.dtb", bootargs = "seconds=2",

@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from pyned.testing import run_script
+from pyned.testing import NEEDS_EXACT_STOPS, run_script
 
 pytestmark = pytest.mark.boot
 PRE = 'local L4 = require "L4"\nlocal vmm = require "vmm"\n'
@@ -19,6 +19,7 @@ def disk(tmp_path, size=1 << 20, head=b"PYNED-DISK-HELLO"):
     return path
 
 
+@NEEDS_EXACT_STOPS
 def test_one_vm_drives_console_block_and_entropy(tmp_path):
     img = disk(tmp_path)
     status, b, err = run_script(PRE + f'''
@@ -44,6 +45,7 @@ vmm.start_vm{{ id = 1, {VM}, bootargs = "name=solo",
     assert re.search(r"rng: [0-9a-f]{32}", text)
 
 
+@NEEDS_EXACT_STOPS
 def test_a_seeded_entropy_port_repeats_its_stream():
     script = PRE + f'''
 local rng = {{ r1 = {{ seed = 42 }} }}
@@ -58,6 +60,7 @@ vmm.start_vm{{ id = 1, {VM}, bootargs = "name=r", ext_caps = {{ rng = rng.r1 }} 
     assert outs[0] == outs[1]
 
 
+@NEEDS_EXACT_STOPS
 def test_a_read_only_disk_refuses_writes_and_keeps_the_file(tmp_path):
     img = disk(tmp_path)
     before = img.read_bytes()
@@ -72,6 +75,7 @@ vmm.start_vm{{ id = 1, {VM}, bootargs = "name=ro", ext_caps = {{ blk = disks.d1 
     assert img.read_bytes() == before
 
 
+@NEEDS_EXACT_STOPS
 def test_two_vms_exchange_frames_through_the_switch_and_the_capture_opens(tmp_path):
     pcap = tmp_path / "switch.pcap"
     status, b, err = run_script(PRE + f'''
@@ -114,6 +118,7 @@ def test_bad_virtio_configuration_is_one_clear_error(lua, message):
     assert "\n" not in str(err).strip()
 
 
+@NEEDS_EXACT_STOPS
 def test_a_disk_serves_one_vm_at_a_time(tmp_path):
     img = disk(tmp_path)
     status, b, err = run_script(PRE + f'''
