@@ -90,11 +90,30 @@ def _host_path(system: "System", name: str) -> Path:
     return path
 
 
-def _gate(spec: StartSpec, program: str) -> IpcGate:
+def _serve(task: Task, spec: StartSpec, program: str, create: Callable[[list[str]], VirtioPort],
+           on_stop: Callable[[], None] = lambda: None) -> list[VirtioPort]:
+    """Answer ``create`` on the ``svr`` channel until killed; returns the live port list."""
     gate = spec.caps.get("svr")
     if not isinstance(gate, IpcGate):
         raise ConfigError(f"{program}: needs a channel as capability 'svr'")
-    return gate
+    ports: list[VirtioPort] = []
+
+    def create_port(_proto: int, words: list[str]) -> VirtioPort:
+        port = create(words)
+        ports.append(port)
+        return port
+
+    def stop() -> None:
+        for port in ports:
+            port.alive = False  # a VM built later cannot open them
+        on_stop()
+        task.exit(None, "killed", killed=True)
+
+    gate.bind(program, create_port)
+    task.server = True
+    task.set_kill(stop)
+    task.running()
+    return ports
 
 
 # -- the switch -------------------------------------------------------------------------
@@ -136,7 +155,6 @@ def start_switch(system: "System", task: Task, spec: StartSpec) -> None:
             pcap = args.pop(0) if args else None
         else:
             raise ConfigError(f"l4vio_switch: unknown argument {a!r}")
-    gate = _gate(spec, "l4vio_switch")
     channel = spec.log or system.cons.create("switch", "B")
 
     def log(text: str) -> None:
@@ -148,9 +166,7 @@ def start_switch(system: "System", task: Task, spec: StartSpec) -> None:
                               log=log if verbose else None)
     except OSError as err:
         raise ConfigError(f"l4vio_switch: cannot write the capture {pcap}: {err.strerror}") from None
-    ports: list[SwitchPort] = []
-
-    def create(_proto: int, words: list[str]) -> SwitchPort:
+    def create(words: list[str]) -> SwitchPort:
         opts = _port_options(words, {"ds-max", "name", "type", "mac", "vlan"})
         name = opts.get("name") or f"port{len(ports)}"
         try:
@@ -158,24 +174,16 @@ def start_switch(system: "System", task: Task, spec: StartSpec) -> None:
                             vlan=opts.get("vlan"))
         except ValueError as err:
             raise ConfigError(f"l4vio_switch: {err}") from None
-        port = SwitchPort(switch, name)
-        ports.append(port)
         if verbose:
             log(f"port {name}: MAC {switch.port(name).mac.hex(':')}")
-        return port
+        return SwitchPort(switch, name)
 
-    gate.bind("l4vio_switch", create)
-    task.server = True
-    system.switches.append(switch)
-
-    def stop() -> None:
-        for port in ports:
-            port.alive = False
+    try:
+        ports = _serve(task, spec, "l4vio_switch", create, on_stop=switch.close)
+    except ConfigError:
         switch.close()
-        task.exit(None, "killed", killed=True)
-
-    task.set_kill(stop)
-    task.running()
+        raise
+    system.switches.append(switch)
 
 
 # -- block devices ------------------------------------------------------------------------
@@ -204,10 +212,9 @@ def start_block(system: "System", task: Task, spec: StartSpec) -> None:
     """``rom/virtio-block``: ports are disks, ``create(0, "name=", "file=", "ro", "serial=")``."""
     if spec.args:
         raise ConfigError(f"virtio-block: unknown argument {spec.args[0]!r}")
-    gate = _gate(spec, "virtio-block")
     disks: dict[str, DiskPort] = {}
 
-    def create(_proto: int, words: list[str]) -> DiskPort:
+    def create(words: list[str]) -> DiskPort:
         flags = {w for w in words if w in ("ro", "rw")}
         opts = _port_options([w for w in words if w not in flags],
                              {"name", "file", "serial", "ds-max"})
@@ -224,16 +231,7 @@ def start_block(system: "System", task: Task, spec: StartSpec) -> None:
         disks[name] = disk
         return disk
 
-    gate.bind("virtio-block", create)
-    task.server = True
-
-    def stop() -> None:
-        for disk in disks.values():
-            disk.alive = False
-        task.exit(None, "killed", killed=True)
-
-    task.set_kill(stop)
-    task.running()
+    _serve(task, spec, "virtio-block", create)
 
 
 # -- entropy ------------------------------------------------------------------------------
@@ -255,10 +253,7 @@ def start_rng(system: "System", task: Task, spec: StartSpec) -> None:
     """``rom/virtio-rng``: ports are entropy sources, ``create(0, "name=", "seed=N")``."""
     if spec.args:
         raise ConfigError(f"virtio-rng: unknown argument {spec.args[0]!r}")
-    gate = _gate(spec, "virtio-rng")
-    count = [0]
-
-    def create(_proto: int, words: list[str]) -> EntropyPort:
+    def create(words: list[str]) -> EntropyPort:
         opts = _port_options(words, {"name", "seed"})
         seed = None
         if "seed" in opts:
@@ -266,10 +261,6 @@ def start_rng(system: "System", task: Task, spec: StartSpec) -> None:
                 seed = int(opts["seed"], 0)
             except ValueError:
                 raise ConfigError(f"virtio-rng: seed={opts['seed']!r} is not a number") from None
-        count[0] += 1
-        return EntropyPort("virtio-rng", opts.get("name") or f"rng{count[0]}", seed)
+        return EntropyPort("virtio-rng", opts.get("name") or f"rng{len(ports) + 1}", seed)
 
-    gate.bind("virtio-rng", create)
-    task.server = True
-    task.set_kill(lambda: task.exit(None, "killed", killed=True))
-    task.running()
+    ports = _serve(task, spec, "virtio-rng", create)
