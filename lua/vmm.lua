@@ -27,12 +27,12 @@ end
 -- A server that hands out virtio ports on a channel (svr), as vmm.lua starts
 -- l4vio_switch: every key of `ports` becomes a port; the table is rewritten in
 -- place to hold the port capabilities. `port_words(key, value)` gives the
--- create() arguments for one entry.
-local function start_port_server(what, ports, opts, prog, args, port_words)
+-- create() arguments for one entry. `opts` may give ext_caps, scheduler and log.
+local function start_port_server(what, ports, opts, log, prog, args, port_words)
   if type(ports) ~= "table" then user_error(what .. ": expects a table of ports") end
   local svr = M.loader:new_channel()
   local env = { caps = M.table_override({ svr = svr:svr() }, opts.ext_caps),
-                log = opts.log, scheduler = opts.scheduler }
+                log = opts.log or log, scheduler = opts.scheduler }
   local task = M.loader:startv(env, prog, table.unpack(args))
   local names = {}
   for k in pairs(ports) do names[#names + 1] = k end
@@ -66,9 +66,8 @@ function M.start_virtio_switch_tbl(opts)
   if opts.pcap then args[#args + 1] = "--pcap=" .. tostring(opts.pcap) end
   local prog = (opts.switch_type or "switch") == "switch" and "rom/l4vio_switch"
                or "rom/l4vio_net_p2p"
-  return start_port_server("start_virtio_switch", ports, {
-    ext_caps = opts.ext_caps, scheduler = opts.scheduler, log = opts.log or { "switch", "Blue" },
-  }, prog, args, switch_port_words)
+  return start_port_server("start_virtio_switch", ports, opts, { "switch", "Blue" }, prog, args,
+                           switch_port_words)
 end
 
 function M.start_virtio_switch(ports, prio, cpus, switch_type, ext_caps)
@@ -80,9 +79,8 @@ end
 -- pyned's block server: disks = { name = "file.img" | { file = ..., ro = true, serial = ... } }
 function M.start_virtio_block(disks, opts)
   opts = opts or {}
-  return start_port_server("start_virtio_block", disks, {
-    ext_caps = opts.ext_caps, scheduler = opts.scheduler, log = opts.log or { "blk", "Cyan" },
-  }, "rom/virtio-block", {}, function(key, value)
+  return start_port_server("start_virtio_block", disks, opts, { "blk", "Cyan" },
+                           "rom/virtio-block", {}, function(key, value)
     local words = { "name=" .. tostring(key) }
     if type(value) == "string" then value = { file = value } end
     if type(value) ~= "table" then
@@ -98,9 +96,8 @@ end
 -- pyned's entropy server: sources = { name = true | { seed = N } }
 function M.start_virtio_rng(sources, opts)
   opts = opts or {}
-  return start_port_server("start_virtio_rng", sources, {
-    ext_caps = opts.ext_caps, scheduler = opts.scheduler, log = opts.log or { "rng", "Cyan" },
-  }, "rom/virtio-rng", {}, function(key, value)
+  return start_port_server("start_virtio_rng", sources, opts, { "rng", "Cyan" },
+                           "rom/virtio-rng", {}, function(key, value)
     local words = { "name=" .. tostring(key) }
     if type(value) == "table" and value.seed ~= nil then
       words[#words + 1] = "seed=" .. tostring(value.seed)
