@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from pyned.cpu.engine import patched
 from pyned.cpu.syndrome import SyndromeLayout, probe_syndrome_layout
@@ -19,9 +19,12 @@ from pyned.kernel.scheduler import DEFAULT_SLICE_NS, Scheduler
 from pyned.kernel.task import TaskTable
 from pyned.platform.board import Board
 from pyned.services.cons import Cons
+from pyned.services.journal import Journal
 from pyned.services.rom import Rom, shipped_dirs
 from pyned.services.switch import VirtioSwitch
-from pyned.vmm.vm import Vm
+
+if TYPE_CHECKING:
+    from pyned.services.uvmm import Guest
 
 
 @dataclass
@@ -45,7 +48,8 @@ class System:
         self.tasks = TaskTable()
         self.cons = Cons(self.clock, opts.out, opts.colour)
         self.rom = Rom(list(opts.rom_dirs) + shipped_dirs())
-        self.vms: dict[int, Vm] = {}
+        self.guests: dict[int, Guest] = {}   # by task id: running uvmm instances
+        self.journal = Journal()
         self.switches: list[VirtioSwitch] = []
         self._ned_channel = self.cons.create("ned", "")
         self.exact_stops = patched()

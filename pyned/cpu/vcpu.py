@@ -289,7 +289,13 @@ class Vcpu:
                     esr_el1=uc.reg_read(A.UC_ARM64_REG_ESR_EL1),
                     far_el1=uc.reg_read(A.UC_ARM64_REG_FAR_EL1),
                     vbar_el1=uc.reg_read(A.UC_ARM64_REG_VBAR_EL1),
-                    sctlr_el1=uc.reg_read(A.UC_ARM64_REG_SCTLR_EL1))
+                    sp_el0=uc.reg_read(A.UC_ARM64_REG_SP_EL0),
+                    sp_el1=uc.reg_read(A.UC_ARM64_REG_SP_EL1),
+                    spsr_el1=uc.cpr_read(3, 0, 4, 0, 0),
+                    # no named register ids for these in the binding
+                    sctlr_el1=uc.cpr_read(3, 0, 1, 0, 0),
+                    ttbr0_el1=uc.reg_read(A.UC_ARM64_REG_TTBR0_EL1),
+                    ttbr1_el1=uc.reg_read(A.UC_ARM64_REG_TTBR1_EL1))
         return regs
 
     # -- running ------------------------------------------------------------
@@ -415,22 +421,26 @@ class Vcpu:
             f"unexpected emulator exception {intno}", pc, esr, far)))
 
     def take_sync(self, esr: int, far: int, return_pc: int, cause: str) -> None:
-        """Deliver a synchronous exception to the guest, or halt if it cannot take it."""
+        """From a hook: deliver a synchronous exception, or halt if the guest cannot take it."""
+        report = self.enter_sync(esr, far, return_pc, cause)
+        if report is not None:
+            self.request_exit(Exit(ExitKind.FATAL, report))
+
+    def enter_sync(self, esr: int, far: int, return_pc: int, cause: str) -> FaultReport | None:
+        """Deliver a synchronous exception; returns why not if the guest cannot take it."""
         key = (return_pc, esr)
         if key == self._fault_key:
             self._fault_repeats += 1
         else:
             self._fault_key, self._fault_repeats = key, 0
         if self._fault_repeats >= _FAULT_LOOP_LIMIT:
-            self.request_exit(Exit(ExitKind.FATAL, self._report(
-                f"recursive fault loop ({cause})", return_pc, esr, far)))
-            return
+            return self._report(f"recursive fault loop ({cause})", return_pc, esr, far)
         vbar = self.uc.reg_read(A.UC_ARM64_REG_VBAR_EL1)
         if not self._traps.vector_ok(vbar):
-            self.request_exit(Exit(ExitKind.FATAL, self._report(
-                f"{cause} with no vector table (VBAR_EL1={vbar:#x})", return_pc, esr, far)))
-            return
+            return self._report(f"{cause} with no vector table (VBAR_EL1={vbar:#x})",
+                                return_pc, esr, far)
         self.take_exception(ExceptionKind.SYNC, return_pc, esr=esr, far=far)
+        return None
 
     def take_exception(self, kind: ExceptionKind, return_pc: int, *, esr: int | None = None,
                        far: int | None = None) -> int:

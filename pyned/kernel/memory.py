@@ -47,6 +47,10 @@ class Dataspace:
     def view(self) -> memoryview:
         return self._phys.view(self.range)
 
+    def clear(self) -> None:
+        """Zero the contents (a restarted VM must find nothing of its previous run)."""
+        self._phys._zero(self.range)
+
     def release(self) -> None:
         """Free the memory now instead of at garbage collection."""
         self._finalizer()

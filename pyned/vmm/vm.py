@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Callable
 
-from pyned.cpu.exceptions import PSTATE_F, PSTATE_I, ExceptionKind
+from pyned.cpu.exceptions import (EC, ESR_IL, PSTATE_A, PSTATE_F, PSTATE_I, ExceptionKind,
+                                  pstate_el)
 
 # The DAIFSet/DAIFClr immediate's bits for IRQ and FIQ.
 DAIF_I, DAIF_F = 0b0010, 0b0001
@@ -36,6 +37,21 @@ SMCCC_NOT_SUPPORTED = 0xFFFF_FFFF_FFFF_FFFF  # -1
 FATAL_EXIT = 1
 # How long one vCPU may keep the VM while another of its vCPUs waits to run.
 VM_SLICE_NS = 2_000_000
+# ESR ISS for an injected data abort: synchronous external abort (DFSC 0b010000),
+# FAR not valid (FnV), since no address caused it.
+_DFSC_SYNC_EXTERNAL = 0x10
+_ESR_FNV = 1 << 10
+# How long pause() waits for a vCPU to leave the emulator.
+PAUSE_WAIT_S = 1.0
+
+
+class Injection(Enum):
+    """Faults the monitor and scripts can inject into a running VM."""
+
+    DATA_ABORT = "data-abort"    # synchronous external abort at the current PC
+    UNDEFINED = "undefined"      # the current instruction raises Undefined Instruction
+    SERROR = "serror"            # an SError, taken once PSTATE.A is clear
+    HANG = "hang"                # the vCPUs stop executing, as a guest livelocked with IRQs masked
 
 
 class FairLock:
@@ -126,6 +142,8 @@ class VcpuThread:
         self.executing = False
         self.rekick: TimerHandle | None = None
         self.irqs_taken = 0
+        self.injections: list[Injection] = []  # to deliver at the next slice start
+        self.serror_pending = False
 
     def kick(self) -> None:
         self.vcpu.kick()
@@ -155,6 +173,8 @@ class Vm:
         self.vm_print = VmPrint(WriteSink(console_write))
         self.state = VmState.CREATED
         self.end: VmEnd | None = None
+        self.paused = False
+        self.hung = False
         self.started = 0.0
         self.fault_mode = "ignore"
         self._exec_lock = FairLock()
@@ -251,8 +271,10 @@ class Vm:
             while True:
                 if self.end is not None:
                     return RunResult.EXIT
-                if not thread.powered:
+                if not thread.powered or self.paused or self.hung:
                     return RunResult.BLOCK
+                if thread.injections and not self._deliver_injections(thread):
+                    return RunResult.EXIT
                 self._inject(thread)
                 exit_ = thread.vcpu.run()
                 thread.vcpu.unwatch()
@@ -307,6 +329,10 @@ class Vm:
 
     def _inject(self, thread: VcpuThread) -> None:
         """Take a signalled, unmasked interrupt before the slice starts (ARM ARM D1.3)."""
+        if thread.serror_pending and not thread.vcpu.pstate & PSTATE_A:
+            thread.serror_pending = False
+            if self._take_async(thread, ExceptionKind.SERROR, (EC.SERROR << 26) | ESR_IL):
+                return
         gic = self.gic
         if gic is None:
             return
@@ -326,11 +352,17 @@ class Vm:
             # otherwise the re-kick finds the unmask within REKICK_NS).
             vcpu.watch_unmask((DAIF_I if irq else 0) | (DAIF_F if fiq else 0))
             return
+        if self._take_async(thread, kind):
+            thread.irqs_taken += 1
+
+    def _take_async(self, thread: VcpuThread, kind: ExceptionKind, esr: int | None = None) -> bool:
+        vcpu = thread.vcpu
         if not self.vector_ok(vcpu.vbar):
-            self.halt(FaultReport(cause="interrupt with no vector table", pc=vcpu.pc))
-            return
-        vcpu.take_exception(kind, vcpu.pc)
-        thread.irqs_taken += 1
+            self.halt(FaultReport(cause=f"{kind.name.lower()} with no vector table", pc=vcpu.pc,
+                                  esr=esr or 0))
+            return False
+        vcpu.take_exception(kind, vcpu.pc, esr=esr)
+        return True
 
     def signal_cpu(self, cpu: int) -> None:
         """From the GIC (any thread): CPU ``cpu`` may have an interrupt to take."""
@@ -398,6 +430,70 @@ class Vm:
         pc = _safe_pc(self.threads[0].vcpu) if self.threads else 0
         self.halt(FaultReport(cause=f"device model {name} failed: {type(exc).__name__}: {exc}",
                               pc=pc))
+
+    # -- control (monitor, scripts) ----------------------------------------------
+
+    def pause(self) -> None:
+        """Stop executing guest code; timers and devices go on, interrupts stay pending.
+
+        Returns once no vCPU is inside the emulator (or after PAUSE_WAIT_S),
+        so that registers read afterwards are a consistent snapshot.
+        """
+        self.paused = True
+        for t in self.threads:
+            if t.executing:
+                t.vcpu.kick()
+        deadline = time.monotonic() + PAUSE_WAIT_S
+        while self._executing and time.monotonic() < deadline:
+            time.sleep(0.001)
+
+    def resume(self) -> None:
+        if not self.paused:
+            return
+        self.paused = False
+        self._wake_all()
+
+    def _wake_all(self) -> None:
+        for t in self.threads:
+            if t.powered and self.end is None:
+                t.core.wake(t)
+
+    def inject(self, kind: Injection, cpu: int = 0) -> None:
+        """Deliver ``kind`` to vCPU ``cpu`` at its next slice (any thread)."""
+        if not 0 <= cpu < len(self.threads):
+            raise ValueError(f"{self.name} has no cpu {cpu} (it has {len(self.threads)})")
+        if kind == Injection.HANG:
+            self.hung = True
+            for t in self.threads:
+                if t.executing:
+                    t.vcpu.kick()
+            return
+        thread = self.threads[cpu]
+        thread.injections.append(kind)
+        if thread.executing:
+            thread.vcpu.kick()
+        elif thread.powered:
+            thread.core.wake(thread)
+
+    def _deliver_injections(self, thread: VcpuThread) -> bool:
+        """Take queued injections on this vCPU; False when the VM halted instead."""
+        vcpu = thread.vcpu
+        while thread.injections:
+            kind = thread.injections.pop(0)
+            if kind == Injection.SERROR:
+                thread.serror_pending = True  # taken by _inject once unmasked
+                continue
+            at_el1 = pstate_el(vcpu.pstate) == 1
+            if kind == Injection.DATA_ABORT:
+                ec = EC.DABT_CUR if at_el1 else EC.DABT_LOW
+                esr = (ec << 26) | ESR_IL | _ESR_FNV | _DFSC_SYNC_EXTERNAL
+            else:
+                esr = (EC.UNKNOWN << 26) | ESR_IL
+            report = vcpu.enter_sync(esr, 0, vcpu.pc, f"injected {kind.value}")
+            if report is not None:
+                self.halt(report)
+                return False
+        return True
 
     # -- PSCI platform ----------------------------------------------------------
 
