@@ -15,10 +15,16 @@ from Unicorn's source release: ``pyned unicorn build``. The build lands in
 pyned's cache folder and is picked up before Unicorn is first imported.
 Without it pyned still runs, with the replay guard of ``vmm.bus`` covering
 MMIO, and warns that guests may misbehave when the host is loaded.
+
+Patch level 2 adds what a Python VMM needs to read cheaply: pointers to the
+pending exception's syndrome and fault address (a hypercall then needs no
+12 KiB context copy), and a count of guest instructions, kept by three TCG
+ops at the start of each translation block, for instructions per second.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import subprocess
@@ -28,7 +34,7 @@ import tempfile
 from pathlib import Path
 
 UNICORN_VERSION = "2.1.4"
-PATCH_LEVEL = 1
+PATCH_LEVEL = 2
 LIB_NAME = "libunicorn.so.2"
 
 
@@ -46,13 +52,47 @@ def select_library() -> None:
         os.environ["LIBUNICORN_PATH"] = str(cache_dir())
 
 
-def patched() -> bool:
+def patch_level() -> int:
+    """The running library's patch level (0: stock Unicorn)."""
     from unicorn.unicorn_py3.unicorn import uclib
 
     try:
-        return int(uclib.uc_pyned_patch_level()) >= PATCH_LEVEL
+        return int(uclib.uc_pyned_patch_level())
     except AttributeError:
-        return False
+        return 0
+
+
+def patched() -> bool:
+    """Whether asynchronous stops are exact (patch level 1 and later)."""
+    return patch_level() >= 1
+
+
+def exception_pointers(uc: object) -> tuple[int, int] | None:
+    """Addresses of the pending exception's ESR (u32) and FAR (u64), if the engine has them."""
+    if patch_level() < 2:
+        return None
+    lib = _raw_lib()
+    handle = ctypes.c_void_p(uc._uch.value)  # type: ignore[attr-defined]
+    esr, far = lib.uc_pyned_syndrome_ptr(handle), lib.uc_pyned_far_ptr(handle)
+    return (esr, far) if esr and far else None
+
+
+def insn_counter(uc: object) -> int | None:
+    """Address of the instance's executed-instruction count (u64), if the engine keeps one."""
+    if patch_level() < 2:
+        return None
+    return _raw_lib().uc_pyned_insn_counter(ctypes.c_void_p(uc._uch.value))  # type: ignore
+
+
+def _raw_lib() -> ctypes.CDLL:
+    from unicorn.unicorn_py3.unicorn import uclib
+
+    lib = ctypes.CDLL(uclib._name)
+    for name in ("uc_pyned_syndrome_ptr", "uc_pyned_far_ptr", "uc_pyned_insn_counter"):
+        fn = getattr(lib, name)
+        fn.argtypes = [ctypes.c_void_p]
+        fn.restype = ctypes.c_void_p
+    return lib
 
 
 # The patch, as exact edits of Unicorn's source: each must match once, so a
@@ -78,6 +118,55 @@ static void check_exit_request_mem(TCGContext *tcg_ctx)
 
 static void tcg_gen_req_mo(TCGContext *tcg_ctx, TCGBar type)'''
 
+# Counting at the start of a block counts a block left early (an exception) in
+# full; that is the error of an instruction count per block, well under 1 %.
+_COUNT_START = '''static inline void gen_tb_start(TCGContext *tcg_ctx, TranslationBlock *tb)
+{
+    // pyned: uc->pyned_insns += this block's instruction count, patched in by
+    // gen_tb_end once the count is known (as QEMU's icount does).
+    {
+        TCGv_ptr pcount = tcg_const_ptr(tcg_ctx, &tcg_ctx->uc->pyned_insns);
+        TCGv_i64 count = tcg_temp_new_i64(tcg_ctx);
+        TCGv_i64 n = tcg_temp_new_i64(tcg_ctx);
+        tcg_gen_movi_i64(tcg_ctx, n, 0);
+        tcg_ctx->pyned_count_insn = tcg_last_op(tcg_ctx);
+        tcg_gen_ld_i64(tcg_ctx, count, pcount, 0);
+        tcg_gen_add_i64(tcg_ctx, count, count, n);
+        tcg_gen_st_i64(tcg_ctx, count, pcount, 0);
+        tcg_temp_free_i64(tcg_ctx, n);
+        tcg_temp_free_i64(tcg_ctx, count);
+        tcg_temp_free_ptr(tcg_ctx, pcount);
+    }'''
+
+_COUNT_END = '''    if (tcg_ctx->pyned_count_insn != NULL) {
+        tcg_set_insn_param(tcg_ctx->pyned_count_insn, 1, num_insns);
+        tcg_ctx->pyned_count_insn = NULL;
+    }
+    tcg_gen_exit_tb(tcg_ctx, tb, TB_EXIT_REQUESTED);'''
+
+_AARCH64_EXPORTS = '''
+
+// pyned: where the pending exception's syndrome and fault address live, so an
+// interrupt hook reads them without copying the whole CPU context.
+UNICORN_EXPORT
+uint32_t *uc_pyned_syndrome_ptr(uc_engine *uc)
+{
+    if (uc->cpu == NULL) {
+        return NULL;
+    }
+    return &((CPUARMState *)uc->cpu->env_ptr)->exception.syndrome;
+}
+
+UNICORN_EXPORT
+uint64_t *uc_pyned_far_ptr(uc_engine *uc)
+{
+    if (uc->cpu == NULL) {
+        return NULL;
+    }
+    return &((CPUARMState *)uc->cpu->env_ptr)->exception.vaddress;
+}
+'''
+
 _EDITS: list[tuple[str, str, str, int]] = [
     # (file, old, new, occurrences of old); tcg-op.c's call sites are edited by line
     ("qemu/tcg/tcg-op.c", "static void tcg_gen_req_mo(TCGContext *tcg_ctx, TCGBar type)", _MEM_CHECK, 1),
@@ -91,7 +180,21 @@ _EDITS: list[tuple[str, str, str, int]] = [
      "        in_delay_slot &= ~UC_EXIT_CHECK_AFTER_MEM;\n    }\n", 1),
     ("uc.c", "UNICORN_EXPORT\nuc_err uc_hook_del(uc_engine *uc, uc_hook hh)",
      f"UNICORN_EXPORT\nint uc_pyned_patch_level(void)\n{{\n    return {PATCH_LEVEL};\n}}\n\n"
+     "UNICORN_EXPORT\nuint64_t *uc_pyned_insn_counter(uc_engine *uc)\n{\n"
+     "    return &uc->pyned_insns;\n}\n\n"
      "UNICORN_EXPORT\nuc_err uc_hook_del(uc_engine *uc, uc_hook hh)", 1),
+    ("include/uc_priv.h", "    bool init_done;       // Whether the initialization is done.\n",
+     "    bool init_done;       // Whether the initialization is done.\n"
+     "    uint64_t pyned_insns; // pyned: guest instructions executed\n", 1),
+    ("qemu/include/tcg/tcg.h", "    TCGOp *icount_start_insn;\n",
+     "    TCGOp *icount_start_insn;\n    TCGOp *pyned_count_insn;\n", 1),
+    ("qemu/include/exec/gen-icount.h",
+     "static inline void gen_tb_start(TCGContext *tcg_ctx, TranslationBlock *tb)\n{",
+     _COUNT_START, 1),
+    ("qemu/include/exec/gen-icount.h",
+     "    tcg_gen_exit_tb(tcg_ctx, tb, TB_EXIT_REQUESTED);", _COUNT_END, 1),
+    ("qemu/target/arm/unicorn_aarch64.c", "static void reg_reset(struct uc_struct *uc)\n",
+     _AARCH64_EXPORTS.lstrip("\n") + "\nstatic void reg_reset(struct uc_struct *uc)\n", 1),
 ]
 # The six checks after loads and stores in tcg-op.c, and nothing else.
 _MEM_CHECKS = 6

@@ -33,6 +33,7 @@ from unicorn import (UC_ARCH_ARM64, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INTR,
 from unicorn import arm64_const as A
 from unicorn.unicorn_py3.unicorn import uclib
 
+from pyned.cpu import engine
 from pyned.cpu.decode import MemAccess, decode_access
 from pyned.cpu.exceptions import (BOOT_PSTATE, EC, ESR_IL, ExceptionKind, esr_ec, plan_entry,
                                   pstate_el)
@@ -174,7 +175,9 @@ class Vcpu:
         self.last_hypercall = 0
         self._ctx = self.uc.context_save()
         self._ctx_ptr = self._ctx.context
-        self._read_syndrome = syndrome.reader(self._ctx)
+        self._read_syndrome = self._syndrome_reader(syndrome)
+        counter = engine.insn_counter(self.uc)
+        self._insns = ctypes.c_uint64.from_address(counter) if counter else None
         self._pending_exit: Exit | None = None
         self._kick_lock = threading.Lock()
         self._kicked = False
@@ -192,6 +195,27 @@ class Vcpu:
             self.uc.hook_add(UC_HOOK_INSN, self._on_msr, aux1=A.UC_ARM64_INS_MSR)
 
     # -- set-up -------------------------------------------------------------
+
+    def _syndrome_reader(self, layout: SyndromeLayout) -> Callable[[], tuple[int, int]]:
+        """ESR and FAR of the exception being handled, as cheaply as the engine allows."""
+        ptrs = engine.exception_pointers(self.uc)
+        if ptrs is not None:
+            esr = ctypes.c_uint32.from_address(ptrs[0])
+            far = ctypes.c_uint64.from_address(ptrs[1])
+            return lambda: (esr.value, far.value)
+        # Stock engine: from a copy of the whole CPU context, at the offsets
+        # the start-up self-test found.
+        from_ctx = layout.reader(self._ctx)
+
+        def read() -> tuple[int, int]:
+            self._regs.save_context(self._ctx_ptr)
+            return from_ctx()
+        return read
+
+    @property
+    def instructions(self) -> int | None:
+        """Guest instructions this vCPU has executed (None: the engine does not count)."""
+        return self._insns.value if self._insns is not None else None
 
     def _init_el2_el3(self, midr: int) -> None:
         uc = self.uc
@@ -397,7 +421,6 @@ class Vcpu:
     # -- hooks --------------------------------------------------------------
 
     def _on_intr(self, uc: Uc, intno: int, _ud: object) -> None:
-        self._regs.save_context(self._ctx_ptr)
         esr, far = self._read_syndrome()
         if intno == EXCP_HVC or intno == EXCP_SMC:
             # Hot path (a guest's hypercalls): no PC read, no clock, no formatting;

@@ -1,14 +1,16 @@
 """The engine under the vCPU: asynchronous stops must leave PC and registers in step."""
 
+import ctypes
 import struct
 import threading
 import time
 
 import pytest
-from unicorn import UC_ARCH_ARM64, UC_MODE_ARM, Uc
+from unicorn import UC_ARCH_ARM64, UC_HOOK_INTR, UC_MODE_ARM, Uc
 from unicorn import arm64_const as A
 
-from pyned.cpu.engine import apply_patch, patched
+from pyned.cpu.engine import (apply_patch, exception_pointers, insn_counter, patch_level,
+                              patched)
 
 # loop: ldr x1, [x1]; add x3, x3, #1; b loop
 LOOP = struct.pack("<III", 0xF9400021, 0x91000463, 0x17FFFFFE)
@@ -59,3 +61,25 @@ def test_the_patch_refuses_a_source_tree_it_does_not_know(tmp_path):
     (src / "qemu/tcg/tcg-op.c").write_text("void f(void) {\n    check_exit_request(tcg_ctx);\n}\n")
     with pytest.raises(BuildError, match="expected 6 checks"):
         apply_patch(src)
+
+
+@pytest.mark.skipif(patch_level() < 2, reason="the engine keeps no instruction count")
+def test_the_engine_counts_guest_instructions_and_exposes_the_syndrome():
+    # loop: subs x5, x5, #1; b.ne loop; svc #0x42 -- 2n + 1 instructions
+    uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+    uc.mem_map(0x1000, 0x1000)
+    uc.mem_write(0x1000, struct.pack("<III", 0xF10004A5, 0x54FFFFE1, 0xD4000841))
+    uc.reg_write(A.UC_ARM64_REG_X5, 1000)
+    count = ctypes.c_uint64.from_address(insn_counter(uc))
+    esr_at, _ = exception_pointers(uc)
+    seen = []
+
+    def on_intr(uc, intno, _ud):
+        seen.append(ctypes.c_uint32.from_address(esr_at).value)
+        uc.emu_stop()
+
+    uc.hook_add(UC_HOOK_INTR, on_intr)
+    uc.emu_start(0x1000, 0xFFFF_FFFF_FFFF_FFFC)
+    # Counted per block: the svc block counts once in full.
+    assert count.value == 2 * 1000 + 1
+    assert seen == [(0x15 << 26) | (1 << 25) | 0x42]  # EC SVC64, IL, imm16
