@@ -4,6 +4,8 @@
  * taken, re-arms the timer for the next absolute deadline and releases the
  * next task, round-robin.  The tasks run to completion in the main loop
  * between ticks.  With nothing to run, the CPU waits in wfi.
+ * At the end it prints the median and 99th percentile of all lateness
+ * samples, from a histogram with one bucket per microsecond.
  * bootargs: hz=N       tick rate (default 1000; 0 or above CNTFRQ: default)
  *           seconds=N  power off after N seconds (default: run forever)
  */
@@ -13,6 +15,7 @@
 #define FREQ_DEFAULT	62500000	/* if CNTFRQ_EL0 reads 0 */
 #define TICK_PRIO	0x80
 #define SUM_WORDS	256
+#define HIST_US		10000		/* the last bucket holds everything later */
 
 struct task {
 	void (*run)(void);
@@ -37,8 +40,12 @@ static volatile int stopped, report_ready;
 static struct stats second, report;	/* accumulating / last complete second */
 static uint64_t deadline;		/* the CVAL the timer is armed with */
 
+/* Lateness of every counted tick, in whole microseconds; tick handler only. */
+static uint32_t hist[HIST_US + 1];
+static uint64_t worst_ever;
+
 /* Set by main before the timer starts. */
-static uint64_t hz, period, limit;
+static uint64_t hz, period, limit, freq;
 static int limited;
 
 /* The tasks' own state: only the main loop touches it (the tick reads it). */
@@ -96,6 +103,13 @@ static void tick(void)
 	ticks++;
 	if (late > second.worst)
 		second.worst = late;
+	if (late > worst_ever)
+		worst_ever = late;
+	{
+		uint64_t us = ticks_to_us(late, freq);
+
+		hist[us < HIST_US ? us : HIST_US]++;
+	}
 	second.sum += late;
 	second.n++;
 
@@ -122,7 +136,7 @@ void irq_handler(uint32_t intid)
 		tick();
 }
 
-static void print_report(uint64_t freq)
+static void print_report(void)
 {
 	struct stats r;
 
@@ -175,12 +189,43 @@ static int have_work(void)
 	return 0;
 }
 
+/* The smallest lateness (us) that at least pct percent of the samples do not exceed. */
+static uint64_t percentile(uint64_t n, unsigned pct)
+{
+	uint64_t want = (n * pct + 99) / 100, seen = 0;
+
+	for (unsigned us = 0; us <= HIST_US; us++) {
+		seen += hist[us];
+		if (seen >= want)
+			return us;
+	}
+	return HIST_US;
+}
+
+static void print_latency(void)
+{
+	uint64_t n = 0;
+
+	for (unsigned us = 0; us <= HIST_US; us++)
+		n += hist[us];
+	uart_puts("rtos: latency_us n=");
+	put_dec(n);
+	uart_puts(" p50=");
+	put_dec(n ? percentile(n, 50) : 0);
+	uart_puts(" p99=");
+	put_dec(n ? percentile(n, 99) : 0);
+	uart_puts(" max=");
+	put_dec(ticks_to_us(worst_ever, freq));
+	uart_putc('\n');
+}
+
 int main(const void *dtb)
 {
-	uint64_t freq = read_cntfrq(), seconds;
+	uint64_t seconds;
 	unsigned cpu = cpu_index();
 
 	exc_init("rtos");
+	freq = read_cntfrq();
 
 	if (!freq)
 		freq = FREQ_DEFAULT;
@@ -214,7 +259,7 @@ int main(const void *dtb)
 		struct task *t;
 
 		if (report_ready)
-			print_report(freq);
+			print_report();
 		if (stopped)
 			break;
 		t = pick();
@@ -229,6 +274,7 @@ int main(const void *dtb)
 
 	irq_disable();
 	vtimer_set_ctl(0);
+	print_latency();
 	uart_puts("rtos: done ticks=");
 	put_dec(ticks);
 	uart_putc('\n');

@@ -25,6 +25,9 @@ def test_rtos_ticks_at_1khz_through_gicv3_and_the_virtual_timer():
     lines = ticks(text)
     assert [t[0] for t in lines] == [1000, 2000], text
     assert "rtos: done ticks=2000" in text
+    m = re.search(r"rtos: latency_us n=(\d+) p50=(\d+) p99=(\d+) max=(\d+)", text)
+    n, p50, p99, worst = map(int, m.groups())
+    assert n == 2000 and p50 <= p99 and p99 <= max(worst, 10000)
     # Lateness is measured in benchmarks/, not asserted here; the tasks must have run.
     assert all(a > 0 and bb > 0 for _, _, _, a, bb in lines)
 
