@@ -1,0 +1,1 @@
+"""Real guests from Debian's packages: fetching them and building their initramfs."""
