@@ -59,11 +59,34 @@ def _unicorn(args: argparse.Namespace) -> int:
     return 0
 
 
+def _images_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("images", help="fetch real guests (Debian's arm64 Linux, busybox, U-Boot)")
+    p.add_argument("action", choices=("fetch", "status"))
+    p.add_argument("--refresh", action="store_true", help="ask Debian for newer packages")
+
+
+def _images(args: argparse.Namespace) -> int:
+    from pyned.images import guests
+
+    if args.action == "status":
+        have = guests.find()
+        if have is None:
+            print(f"pyned: no guests in {guests.guests_dir()}; run 'pyned images fetch'")
+            return 1
+        m = have.manifest
+        print(f"{have.folder}: linux {m['kernel_release']}, " + ", ".join(
+            f"{pkg} {ver}" for pkg, ver in m["packages"].items()))
+        return 0
+    guests.fetch(refresh=args.refresh, log=lambda text: print(f"pyned: {text}"))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pyned", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _boot_parser(sub)
     _unicorn_parser(sub)
+    _images_parser(sub)
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False)
     try:
@@ -71,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
             return _boot(args)
         if args.command == "unicorn":
             return _unicorn(args)
+        if args.command == "images":
+            return _images(args)
     except PynedError as err:
         if debug:
             traceback.print_exc()

@@ -20,6 +20,21 @@ Patch level 2 adds what a Python VMM needs to read cheaply: pointers to the
 pending exception's syndrome and fault address (a hypercall then needs no
 12 KiB context copy), and a count of guest instructions, kept by three TCG
 ops at the start of each translation block, for instructions per second.
+
+Patch level 3 adds two fixes that real operating systems need:
+
+* Self-modifying code through an alias. Unicorn has no dirty-memory
+  tracking: after one store through a non-executable mapping of a page it
+  stops checking that mapping's stores for code, for good. A guest that
+  writes code through such an alias (Linux patches its text through the
+  linear map and a fixmap) then runs stale translations. Now a mapping's
+  stores skip the check only while its page holds no translated code, and
+  translating code on a page re-arms the check for every mapping of it (what
+  QEMU's ``tlb_protect_code`` does with its dirty bitmap). Stores to pages
+  without code, the MMU off included, then take the fast path.
+* A per-instance filter for the MRS/MSR/SYS instruction hook: only the
+  encodings pyned traps call into Python; every other system-register access
+  (Linux reads SP_EL0 and TPIDR_EL1 all the time) runs at native speed.
 """
 
 from __future__ import annotations
@@ -32,16 +47,21 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
+from typing import Iterable
 
 UNICORN_VERSION = "2.1.4"
-PATCH_LEVEL = 2
+PATCH_LEVEL = 3
 LIB_NAME = "libunicorn.so.2"
 
 
+def cache_root() -> Path:
+    """pyned's cache folder: ``$PYNED_CACHE``, else ``$XDG_CACHE_HOME/pyned`` or ``~/.cache/pyned``."""
+    return Path(os.environ.get("PYNED_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pyned"))
+
+
 def cache_dir() -> Path:
-    root = os.environ.get("PYNED_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pyned")
-    return Path(root) / f"unicorn-{UNICORN_VERSION}-pyned{PATCH_LEVEL}"
+    return cache_root() / f"unicorn-{UNICORN_VERSION}-pyned{PATCH_LEVEL}"
 
 
 def select_library() -> None:
@@ -84,6 +104,23 @@ def insn_counter(uc: object) -> int | None:
     return _raw_lib().uc_pyned_insn_counter(ctypes.c_void_p(uc._uch.value))  # type: ignore
 
 
+def trap_sysregs(uc: object, keys: Iterable[tuple[int, int, int, int, int]]) -> bool:
+    """Let only these (op0, op1, CRn, CRm, op2) reach ``uc``'s MRS/MSR/SYS hooks.
+
+    Returns False on an engine without the filter: there every system
+    register instruction calls the hook.
+    """
+    if patch_level() < 3:
+        return False
+    lib = _raw_lib()
+    handle = ctypes.c_void_p(uc._uch.value)  # type: ignore[attr-defined]
+    for op0, op1, crn, crm, op2 in keys:
+        key = (op0 & 3) << 14 | op1 << 11 | crn << 7 | crm << 3 | op2
+        if lib.uc_pyned_trap_sysreg(handle, key, 1) != 0:
+            raise ValueError(f"cannot trap system register S{op0}_{op1}_C{crn}_C{crm}_{op2}")
+    return True
+
+
 def _raw_lib() -> ctypes.CDLL:
     from unicorn.unicorn_py3.unicorn import uclib
 
@@ -92,6 +129,9 @@ def _raw_lib() -> ctypes.CDLL:
         fn = getattr(lib, name)
         fn.argtypes = [ctypes.c_void_p]
         fn.restype = ctypes.c_void_p
+    if hasattr(lib, "uc_pyned_trap_sysreg"):
+        lib.uc_pyned_trap_sysreg.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int]
+        lib.uc_pyned_trap_sysreg.restype = ctypes.c_int
     return lib
 
 
@@ -166,6 +206,78 @@ uint64_t *uc_pyned_far_ptr(uc_engine *uc)
     return &((CPUARMState *)uc->cpu->env_ptr)->exception.vaddress;
 }
 '''
+_PROTECT_OLD = """void tlb_protect_code(struct uc_struct *uc, ram_addr_t ram_addr)
+{
+    cpu_physical_memory_test_and_clear_dirty(ram_addr, TARGET_PAGE_SIZE,
+                                             DIRTY_MEMORY_CODE);
+}"""
+_PROTECT_NEW = """void tlb_protect_code(struct uc_struct *uc, ram_addr_t ram_addr)
+{
+    // pyned: the page now holds code, so stores through any mapping of it
+    // must take the notdirty path (and invalidate) again.
+    if (uc->cpu) {
+        tlb_reset_dirty(uc->cpu, (uintptr_t)qemu_map_ram_ptr(uc, NULL, ram_addr),
+                        TARGET_PAGE_SIZE);
+    }
+}"""
+_PAGE_FIND = """static inline PageDesc *page_find(struct uc_struct *uc, tb_page_addr_t index)
+{
+    return page_find_alloc(uc, index, 0);
+}
+"""
+_PAGE_HAS_CODE = """// pyned: whether translated code still lives on this page of RAM.
+bool pyned_page_has_code(struct uc_struct *uc, ram_addr_t ram_addr)
+{
+    PageDesc *p = page_find(uc, ram_addr >> TARGET_PAGE_BITS);
+    return p != NULL && p->first_tb != (uintptr_t)NULL;
+}
+
+"""
+_HOOK_LOOP_OLD = """        if (!HOOK_BOUND_CHECK(hook, s->pc_curr)) {
+            continue;
+        }
+
+        switch (hook->insn) {
+            case UC_ARM64_INS_MRS: {"""
+_HOOK_LOOP_NEW = """        if (!HOOK_BOUND_CHECK(hook, s->pc_curr)) {
+            continue;
+        }
+
+        // pyned: with a filter set, only the encodings it names reach the hook.
+        if (uc->pyned_sysreg_traps) {
+            uint32_t key = ((op0 & 3) << 14) | (op1 << 11) | (crn << 7) | (crm << 3) | op2;
+            if (!(uc->pyned_sysreg_traps[key >> 3] & (1 << (key & 7)))) {
+                continue;
+            }
+        }
+
+        switch (hook->insn) {
+            case UC_ARM64_INS_MRS: {"""
+_SYSREG_FILTER_API = """// pyned: trap (on != 0) or stop trapping one system-register encoding
+// (op0:2 op1:3 CRn:4 CRm:4 op2:3) through the MRS/MSR/SYS/SYSL hook. The first
+// call turns the filter on: encodings never named run natively.
+UNICORN_EXPORT
+uc_err uc_pyned_trap_sysreg(uc_engine *uc, uint32_t key, int on)
+{
+    if (key > 0xffff) {
+        return UC_ERR_ARG;
+    }
+    if (uc->pyned_sysreg_traps == NULL) {
+        uc->pyned_sysreg_traps = g_malloc0(0x10000 / 8);
+    }
+    if (on) {
+        uc->pyned_sysreg_traps[key >> 3] |= 1 << (key & 7);
+    } else {
+        uc->pyned_sysreg_traps[key >> 3] &= ~(1 << (key & 7));
+    }
+    // Hooks are chosen when code is translated.
+    if (uc->init_done) {
+        uc->tb_flush(uc);
+    }
+    return UC_ERR_OK;
+}
+
+"""
 
 _EDITS: list[tuple[str, str, str, int]] = [
     # (file, old, new, occurrences of old); tcg-op.c's call sites are edited by line
@@ -182,7 +294,7 @@ _EDITS: list[tuple[str, str, str, int]] = [
      f"UNICORN_EXPORT\nint uc_pyned_patch_level(void)\n{{\n    return {PATCH_LEVEL};\n}}\n\n"
      "UNICORN_EXPORT\nuint64_t *uc_pyned_insn_counter(uc_engine *uc)\n{\n"
      "    return &uc->pyned_insns;\n}\n\n"
-     "UNICORN_EXPORT\nuc_err uc_hook_del(uc_engine *uc, uc_hook hh)", 1),
+     + _SYSREG_FILTER_API + "UNICORN_EXPORT\nuc_err uc_hook_del(uc_engine *uc, uc_hook hh)", 1),
     ("include/uc_priv.h", "    bool init_done;       // Whether the initialization is done.\n",
      "    bool init_done;       // Whether the initialization is done.\n"
      "    uint64_t pyned_insns; // pyned: guest instructions executed\n", 1),
@@ -195,6 +307,19 @@ _EDITS: list[tuple[str, str, str, int]] = [
      "    tcg_gen_exit_tb(tcg_ctx, tb, TB_EXIT_REQUESTED);", _COUNT_END, 1),
     ("qemu/target/arm/unicorn_aarch64.c", "static void reg_reset(struct uc_struct *uc)\n",
      _AARCH64_EXPORTS.lstrip("\n") + "\nstatic void reg_reset(struct uc_struct *uc)\n", 1),
+    # Stale code through aliases (see the module docstring).
+    ("qemu/accel/tcg/cputlb.c", _PROTECT_OLD, _PROTECT_NEW, 1),
+    ("qemu/accel/tcg/cputlb.c", "            !(tlbe->addr_code != -1) &&\n",
+     "            !pyned_page_has_code(cpu->uc, ram_addr) &&\n", 1),
+    ("qemu/accel/tcg/cputlb.c", "static void notdirty_write(CPUState *cpu, vaddr mem_vaddr,",
+     "bool pyned_page_has_code(struct uc_struct *uc, ram_addr_t ram_addr);\n\n"
+     "static void notdirty_write(CPUState *cpu, vaddr mem_vaddr,", 1),
+    ("qemu/accel/tcg/translate-all.c", _PAGE_FIND, _PAGE_FIND + "\n" + _PAGE_HAS_CODE, 1),
+    # The system-register hook filter.
+    ("include/uc_priv.h", "    bool skip_sync_pc_on_exit;\n};",
+     "    bool skip_sync_pc_on_exit;\n    uint8_t *pyned_sysreg_traps; // bit per encoding\n};", 1),
+    ("uc.c", "    g_free(uc->l1_map);\n", "    g_free(uc->l1_map);\n    g_free(uc->pyned_sysreg_traps);\n", 1),
+    ("qemu/target/arm/translate-a64.c", _HOOK_LOOP_OLD, _HOOK_LOOP_NEW, 1),
 ]
 # The six checks after loads and stores in tcg-op.c, and nothing else.
 _MEM_CHECKS = 6

@@ -52,6 +52,9 @@ class SysRegTable:
     def __len__(self) -> int:
         return len(self._regs)
 
+    def keys(self) -> list[SysRegKey]:
+        return list(self._regs)
+
     def names(self) -> list[str]:
         return sorted(r.name for r in self._regs.values())
 

@@ -23,13 +23,13 @@ import ctypes
 import struct
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Callable, Protocol
 
 from unicorn import (UC_ARCH_ARM64, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INTR,
                      UC_HOOK_MEM_UNMAPPED, UC_MEM_FETCH_UNMAPPED, UC_MEM_WRITE_UNMAPPED,
-                     UC_MODE_ARM, UC_PROT_ALL, Uc, UcError)
+                     UC_MODE_ARM, UC_PROT_ALL, UC_PROT_EXEC, UC_PROT_READ, Uc, UcError)
 from unicorn import arm64_const as A
 from unicorn.unicorn_py3.unicorn import uclib
 
@@ -64,6 +64,8 @@ _UNTIL = 0xFFFF_FFFF_FFFF_FFFC
 # The same exception at the same PC this many times in a row is a fault loop.
 _FAULT_LOOP_LIMIT = 64
 
+SCTLR_M = 1 << 0
+
 _X_REGS = [getattr(A, f"UC_ARM64_REG_X{i}") for i in range(29)] + [A.UC_ARM64_REG_X29,
                                                                     A.UC_ARM64_REG_X30]
 
@@ -86,13 +88,29 @@ class _RawRegs:
         self._read = lib.uc_reg_read
         self._write = lib.uc_reg_write
         self._ctx_save = lib.uc_context_save
-        for fn in (self._read, self._write, self._ctx_save):
+        self._vmem_read = lib.uc_vmem_read
+        self._vmem_translate = lib.uc_vmem_translate
+        for fn in (self._read, self._write, self._ctx_save, self._vmem_read,
+                   self._vmem_translate):
             fn.argtypes = None
             fn.restype = ctypes.c_int
+        self._word = ctypes.c_uint32()
+        self._pa = ctypes.c_uint64()
 
     def save_context(self, ctx: object) -> None:
         """``context_update`` without the binding's wrapper."""
         self._ctx_save(self._uch, ctx)
+
+    def read_word_virt(self, va: int, prot: int) -> int | None:
+        """A 32-bit word at a virtual address through the guest's MMU, or None if unmapped."""
+        if self._vmem_read(self._uch, ctypes.c_uint64(va), prot, ctypes.byref(self._word), 4):
+            return None
+        return self._word.value
+
+    def translate(self, va: int, prot: int) -> int | None:
+        if self._vmem_translate(self._uch, ctypes.c_uint64(va), prot, ctypes.byref(self._pa)):
+            return None
+        return self._pa.value
 
     def read(self, reg: int) -> int:
         # Some registers (PSTATE, for one) are written as 32 bits: clear the rest.
@@ -155,7 +173,7 @@ class TrapHandler(Protocol):
 
     def hypercall(self, vcpu: "Vcpu", conduit: str, imm: int) -> None: ...
 
-    def vector_ok(self, vbar: int) -> bool: ...
+    def vector_ok(self, first: int, last: int) -> bool: ...
 
 
 class Vcpu:
@@ -181,7 +199,7 @@ class Vcpu:
         self._pending_exit: Exit | None = None
         self._kick_lock = threading.Lock()
         self._kicked = False
-        self._fault_key: tuple[int, int] | None = None
+        self._fault_key: tuple[int, int, int] | None = None
         self._fault_repeats = 0
         self._unmask_hook: int | None = None
         self._skip_at: int | None = None
@@ -193,6 +211,9 @@ class Vcpu:
         if len(sysregs):
             self.uc.hook_add(UC_HOOK_INSN, self._on_mrs, aux1=A.UC_ARM64_INS_MRS)
             self.uc.hook_add(UC_HOOK_INSN, self._on_msr, aux1=A.UC_ARM64_INS_MSR)
+            # Only the table's registers call into Python (where the engine can
+            # filter); a guest's own MRS of SP_EL0 or TPIDR_EL1 stays native.
+            engine.trap_sysregs(self.uc, sysregs.keys())
 
     # -- set-up -------------------------------------------------------------
 
@@ -362,9 +383,8 @@ class Vcpu:
         self.unwatch()
         addr = self.pc
         for _ in range(_UNMASK_SCAN):
-            try:
-                insn = struct.unpack("<I", self.uc.mem_read(addr, 4))[0]
-            except UcError:
+            insn = self.fetch(addr)
+            if insn is None:
                 return False
             if insn & DAIFCLR_MASK == DAIFCLR_BITS and (insn >> 8) & daif_bits:
                 after = addr + 4
@@ -388,20 +408,38 @@ class Vcpu:
         self.request_exit(Exit(ExitKind.STOP, "unmasked"))
 
     def _after_wfi(self) -> bool:
-        try:
-            word = struct.unpack("<I", self.uc.mem_read(self.pc - 4, 4))[0]
-        except UcError:
-            return False
-        return word == WFI_INSN
+        return self.fetch(self.pc - 4) == WFI_INSN
 
-    def access_at_pc(self) -> MemAccess | None:
-        """The memory access of the instruction at PC, if it is a decodable load/store."""
-        pc = self.pc
+    @property
+    def mmu_on(self) -> bool:
+        return bool(self.uc.cpr_read(3, 0, 1, 0, 0) & SCTLR_M)   # SCTLR_EL1
+
+    def fetch(self, va: int) -> int | None:
+        """The instruction word at ``va`` as the guest sees it (through its MMU if on)."""
+        if self.mmu_on:
+            return self._regs.read_word_virt(va, UC_PROT_EXEC)
         try:
-            insn = struct.unpack("<I", self.uc.mem_read(pc, 4))[0]
+            return struct.unpack("<I", self.uc.mem_read(va, 4))[0]
         except UcError:
             return None
-        return decode_access(insn, self._base_reg, pc)
+
+    def translate(self, va: int) -> int | None:
+        """The physical address a load at ``va`` reaches now (current EL), or None if it faults."""
+        if not self.mmu_on:
+            return va
+        return self._regs.translate(va, UC_PROT_READ)
+
+    def access_at_pc(self) -> MemAccess | None:
+        """The memory access of the instruction at PC (address physical), if a load/store."""
+        pc = self.pc
+        insn = self.fetch(pc)
+        if insn is None:
+            return None
+        access = decode_access(insn, self._base_reg, pc)
+        if access is None:
+            return None
+        pa = self.translate(access.address)
+        return None if pa is None else replace(access, address=pa)
 
     def _base_reg(self, n: int) -> int:
         return self.uc.reg_read(A.UC_ARM64_REG_SP if n == 31 else _X_REGS[n])
@@ -451,19 +489,41 @@ class Vcpu:
 
     def enter_sync(self, esr: int, far: int, return_pc: int, cause: str) -> FaultReport | None:
         """Deliver a synchronous exception; returns why not if the guest cannot take it."""
-        key = (return_pc, esr)
-        if key == self._fault_key:
-            self._fault_repeats += 1
-        else:
-            self._fault_key, self._fault_repeats = key, 0
-        if self._fault_repeats >= _FAULT_LOOP_LIMIT:
-            return self._report(f"recursive fault loop ({cause})", return_pc, esr, far)
-        vbar = self.uc.reg_read(A.UC_ARM64_REG_VBAR_EL1)
-        if not self._traps.vector_ok(vbar):
-            return self._report(f"{cause} with no vector table (VBAR_EL1={vbar:#x})",
+        # A guest that faults again and again on the same access (same PC,
+        # syndrome and address) never gets past it. A system call returns past
+        # itself, so one in a loop is progress, and is not counted.
+        if esr_ec(esr) != EC.SVC64:
+            key = (return_pc, esr, far)
+            if key == self._fault_key:
+                self._fault_repeats += 1
+            else:
+                self._fault_key, self._fault_repeats = key, 0
+            if self._fault_repeats >= _FAULT_LOOP_LIMIT:
+                return self._report(f"recursive fault loop ({cause})", return_pc, esr, far)
+        if not self.enter(ExceptionKind.SYNC, return_pc, esr=esr, far=far):
+            return self._report(f"{cause} with no vector table (VBAR_EL1={self.vbar:#x})",
                                 return_pc, esr, far)
-        self.take_exception(ExceptionKind.SYNC, return_pc, esr=esr, far=far)
         return None
+
+    def enter(self, kind: ExceptionKind, return_pc: int, *, esr: int | None = None,
+              far: int | None = None) -> bool:
+        """Exception entry if the guest has a vector table it can reach; False if not.
+
+        With the MMU off VBAR_EL1 must lie in RAM. With it on, VBAR is a
+        virtual address of the EL1 regime, which the guest may not map while
+        it runs at EL0 (KPTI's trampoline), so the vector is translated after
+        entry, at EL1; a guest that maps it wrongly gets the VM halted here
+        rather than a loop of aborts on its vector.
+        """
+        if not self.mmu_on:
+            vbar = self.vbar
+            if not self._traps.vector_ok(vbar, vbar + 0x7FC):
+                return False
+            self.take_exception(kind, return_pc, esr=esr, far=far)
+            return True
+        vector = self.take_exception(kind, return_pc, esr=esr, far=far)
+        pa = self._regs.translate(vector, UC_PROT_EXEC)
+        return pa is not None and self._traps.vector_ok(pa, pa + 0x7C)
 
     def take_exception(self, kind: ExceptionKind, return_pc: int, *, esr: int | None = None,
                        far: int | None = None) -> int:

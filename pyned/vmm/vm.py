@@ -357,11 +357,11 @@ class Vm:
 
     def _take_async(self, thread: VcpuThread, kind: ExceptionKind, esr: int | None = None) -> bool:
         vcpu = thread.vcpu
-        if not self.vector_ok(vcpu.vbar):
-            self.halt(FaultReport(cause=f"{kind.name.lower()} with no vector table", pc=vcpu.pc,
+        pc = vcpu.pc
+        if not vcpu.enter(kind, pc, esr=esr):
+            self.halt(FaultReport(cause=f"{kind.name.lower()} with no vector table", pc=pc,
                                   esr=esr or 0))
             return False
-        vcpu.take_exception(kind, vcpu.pc, esr=esr)
         return True
 
     def signal_cpu(self, cpu: int) -> None:
@@ -423,8 +423,9 @@ class Vm:
         else:
             vcpu.x0 = SMCCC_NOT_SUPPORTED
 
-    def vector_ok(self, vbar: int) -> bool:
-        return self.memory.contains(vbar, 0x800)
+    def vector_ok(self, first: int, last: int) -> bool:
+        """Both ends of the vector table (physical) lie in the VM's RAM."""
+        return self.memory.contains(first, 4) and self.memory.contains(last, 4)
 
     def device_failed(self, name: str, exc: Exception) -> None:
         pc = _safe_pc(self.threads[0].vcpu) if self.threads else 0

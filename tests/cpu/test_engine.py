@@ -83,3 +83,59 @@ def test_the_engine_counts_guest_instructions_and_exposes_the_syndrome():
     # Counted per block: the svc block counts once in full.
     assert count.value == 2 * 1000 + 1
     assert seen == [(0x15 << 26) | (1 << 25) | 0x42]  # EC SVC64, IL, imm16
+
+
+def _mmu_on(uc, ttbr0):
+    uc.cpr_write(3, 0, 10, 2, 0, 0xFF)                 # MAIR_EL1: attr0 normal write-back
+    # TCR_EL1: T0SZ=25 (39-bit VAs), 4K granules (TG1=0b10), TTBR1 walks off, 40-bit PAs
+    uc.cpr_write(3, 0, 2, 0, 2, 25 | 1 << 8 | 1 << 10 | 3 << 12 | 1 << 23 | 2 << 30 | 2 << 32)
+    uc.cpr_write(3, 0, 2, 0, 0, ttbr0)                 # TTBR0_EL1
+    uc.cpr_write(3, 0, 1, 0, 0, uc.cpr_read(3, 0, 1, 0, 0) | 1)  # SCTLR_EL1.M
+
+
+@pytest.mark.skipif(patch_level() < 3, reason="stock Unicorn runs stale code written through an alias")
+def test_code_written_twice_through_a_non_executable_alias_is_never_stale():
+    # VA 0 maps RAM executable, VA 1 GiB maps the same RAM execute-never: the
+    # way Linux patches its own text (through the linear map). func returns
+    # 1; the guest rewrites it through the alias twice, calling it after each.
+    uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+    uc.mem_map(0, 0x10000)
+    code = struct.pack("<8I", 0x94000400, 0xAA0003EA, 0xB9000041, 0x940003FD, 0xAA0003EB,
+                       0xB9000043, 0x940003FA, 0xAA0003EC)
+    uc.mem_write(0x1000, code)
+    uc.mem_write(0x2000, struct.pack("<II", 0xD2800020, 0xD65F03C0))  # func: mov x0, #1; ret
+    block = 1 << 10 | 3 << 8 | 1            # AF, inner shareable, attr0, block
+    xn = 3 << 53                            # PXN, UXN
+    uc.mem_write(0x3000, struct.pack("<QQ", 0x0 | block, 0x0 | block | xn))
+    _mmu_on(uc, 0x3000)
+    uc.reg_write(A.UC_ARM64_REG_X1, 0xD2800040)        # mov x0, #2
+    uc.reg_write(A.UC_ARM64_REG_X3, 0xD2800060)        # mov x0, #3
+    uc.reg_write(A.UC_ARM64_REG_X2, (1 << 30) + 0x2000)
+    uc.emu_start(0x1000, 0x1000 + len(code))
+    assert [uc.reg_read(r) for r in (A.UC_ARM64_REG_X10, A.UC_ARM64_REG_X11,
+                                     A.UC_ARM64_REG_X12)] == [1, 2, 3]
+
+
+@pytest.mark.skipif(patch_level() < 3, reason="the engine has no system-register hook filter")
+def test_only_trapped_system_registers_reach_the_hook():
+    from unicorn import UC_HOOK_INSN
+
+    from pyned.cpu.engine import trap_sysregs
+
+    # mrs x0, tpidr_el1; mrs x1, id_aa64mmfr0_el1
+    uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+    uc.mem_map(0x1000, 0x1000)
+    uc.mem_write(0x1000, struct.pack("<II", 0xD538D080, 0xD5380701))
+    uc.cpr_write(3, 0, 13, 0, 4, 0x1234)               # TPIDR_EL1
+    seen = []
+
+    def on_mrs(uc, reg, cp, _ud):
+        seen.append((cp.op0, cp.op1, cp.crn, cp.crm, cp.op2))
+        uc.reg_write(reg, 0x77)
+        return 1
+
+    uc.hook_add(UC_HOOK_INSN, on_mrs, aux1=A.UC_ARM64_INS_MRS)
+    assert trap_sysregs(uc, [(3, 0, 0, 7, 0)])
+    uc.emu_start(0x1000, 0x1008)
+    assert seen == [(3, 0, 0, 7, 0)]
+    assert uc.reg_read(A.UC_ARM64_REG_X0) == 0x1234 and uc.reg_read(A.UC_ARM64_REG_X1) == 0x77

@@ -47,8 +47,8 @@ class Traps:
         else:
             vcpu.set_x(0, 0x1234)
 
-    def vector_ok(self, vbar):
-        return BASE <= vbar < BASE + SIZE
+    def vector_ok(self, first, last):
+        return BASE <= first and last < BASE + SIZE
 
 
 @pytest.fixture

@@ -47,7 +47,7 @@ class Traps:
     def hypercall(self, vcpu, conduit, imm):
         pass
 
-    def vector_ok(self, vbar):
+    def vector_ok(self, first, last):
         return False
 
 
