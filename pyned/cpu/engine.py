@@ -32,6 +32,11 @@ Patch level 3 adds two fixes that real operating systems need:
   translating code on a page re-arms the check for every mapping of it (what
   QEMU's ``tlb_protect_code`` does with its dirty bitmap). Stores to pages
   without code, the MMU off included, then take the fast path.
+* A block that is left before it starts (an asynchronous stop seen at its
+  entry) gets its PC back. Unicorn skipped that whenever any code hook
+  existed, assuming hooks keep the PC in step; a code hook limited to one
+  address (pyned stops right after a guest unmasks interrupts) leaves the PC
+  of an earlier block, and the guest resumed there with later registers.
 * A per-instance filter for the MRS/MSR/SYS instruction hook: only the
   encodings pyned traps call into Python; every other system-register access
   (Linux reads SP_EL0 and TPIDR_EL1 all the time) runs at native speed.
@@ -320,6 +325,10 @@ _EDITS: list[tuple[str, str, str, int]] = [
      "    bool skip_sync_pc_on_exit;\n    uint8_t *pyned_sysreg_traps; // bit per encoding\n};", 1),
     ("uc.c", "    g_free(uc->l1_map);\n", "    g_free(uc->l1_map);\n    g_free(uc->pyned_sysreg_traps);\n", 1),
     ("qemu/target/arm/translate-a64.c", _HOOK_LOOP_OLD, _HOOK_LOOP_NEW, 1),
+    ("qemu/accel/tcg/cpu-exec.c",
+     "        if (!HOOK_EXISTS(env->uc, UC_HOOK_CODE)) {\n            // We should sync pc for R/W error.",
+     "        {   // pyned: also with code hooks; none ran, the block never started\n"
+     "            // We should sync pc for R/W error.", 1),
 ]
 # The six checks after loads and stores in tcg-op.c, and nothing else.
 _MEM_CHECKS = 6

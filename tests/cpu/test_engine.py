@@ -139,3 +139,44 @@ def test_only_trapped_system_registers_reach_the_hook():
     uc.emu_start(0x1000, 0x1008)
     assert seen == [(3, 0, 0, 7, 0)]
     assert uc.reg_read(A.UC_ARM64_REG_X0) == 0x1234 and uc.reg_read(A.UC_ARM64_REG_X1) == 0x77
+
+
+@pytest.mark.skipif(patch_level() < 3, reason="stock Unicorn loses the PC of a block left at entry")
+def test_a_stop_at_block_entry_keeps_the_pc_while_a_narrow_code_hook_exists():
+    # Two blocks on one page, so QEMU chains them directly (no PC written):
+    # A (0x1000) counts x3 and branches to B, B (0x1800) counts x4 and branches
+    # back. At any stop the counters tell which block comes next. A code hook
+    # on an address never executed must not change that.
+    from unicorn import UC_HOOK_CODE
+
+    uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+    uc.mem_map(0x1000, 0x3000)
+    uc.mem_write(0x1000, struct.pack("<II", 0x91000463, 0x140001FF))   # add x3,#1; b 0x1800
+    uc.mem_write(0x1800, struct.pack("<II", 0x91000484, 0x17FFFDFF))   # add x4,#1; b 0x1000
+    uc.hook_add(UC_HOOK_CODE, lambda *a: None, begin=0x3000, end=0x3000)
+    done = threading.Event()
+
+    def kicker():
+        while not done.is_set():
+            time.sleep(0.0001)
+            uc.emu_stop()
+
+    thread = threading.Thread(target=kicker, daemon=True)
+    thread.start()
+    pc, stops, wrong = 0x1000, 0, 0
+    deadline = time.monotonic() + 1.0
+    try:
+        while time.monotonic() < deadline:
+            uc.emu_start(pc, 0xFFFF_FFFF_FFFF_FFFC)
+            stops += 1
+            pc = uc.reg_read(A.UC_ARM64_REG_PC)
+            x3, x4 = uc.reg_read(A.UC_ARM64_REG_X3), uc.reg_read(A.UC_ARM64_REG_X4)
+            expected = 0x1000 if x3 == x4 else 0x1800
+            if pc != expected:
+                wrong += 1
+                pc = expected
+    finally:
+        done.set()
+        thread.join()
+    assert stops > 100
+    assert wrong == 0

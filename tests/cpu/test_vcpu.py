@@ -89,6 +89,14 @@ def test_hypercall_returns_in_place(cpu):
     assert cpu.x(0) == 0x1234
 
 
+def run_past_exceptions(cpu):
+    """Run as the VM's loop does: a synchronous exception ends a slice, entered."""
+    while True:
+        exit_ = cpu.run()
+        if not (exit_.kind == ExitKind.STOP and exit_.payload == "exception"):
+            return exit_
+
+
 def setup_vectors(cpu, offset):
     vbar = BASE + 0x8000
     cpu.load(vbar + offset, [MRS_ESR, MRS_ELR, MRS_SPSR, MOV_X13_SP, hvc(0x77)])
@@ -107,7 +115,7 @@ def test_sync_exception_from_el1h(cpu, insn, esr, ret_off):
     cpu.set_x(0, 0)
     from unicorn.arm64_const import UC_ARM64_REG_SP
     cpu.uc.reg_write(UC_ARM64_REG_SP, BASE + 0x7000)
-    assert cpu.run().kind == ExitKind.STOP
+    assert run_past_exceptions(cpu).kind == ExitKind.STOP
     assert cpu.x(10) == esr
     assert cpu.x(11) == BASE + ret_off
     assert cpu.x(12) & 0x3FF == 0x1C5
@@ -121,7 +129,7 @@ def test_svc_from_el0_uses_lower_el_vector_and_banks_sp(cpu):
     setup_vectors(cpu, 0x400)
     cpu.uc.reg_write(UC_ARM64_REG_SP_EL1, BASE + 0x6000)
     cpu.uc.reg_write(UC_ARM64_REG_SP, BASE + 0x5000)
-    assert cpu.run().kind == ExitKind.STOP
+    assert run_past_exceptions(cpu).kind == ExitKind.STOP
     assert cpu.x(10) == 0x56000001
     assert cpu.x(12) == 0x0
     assert cpu.x(13) == BASE + 0x6000
@@ -141,8 +149,63 @@ def test_recursive_fault_loop_is_fatal(cpu):
     cpu.load(BASE + 0x8200, [UDF])   # the handler faults on its own first instruction
     cpu.reset(entry=BASE)
     setup_vectors(cpu, 0x1000)       # vectors elsewhere; 0x200 slot is the udf above
-    exit_ = cpu.run()
+    exit_ = run_past_exceptions(cpu)
     assert exit_.kind == ExitKind.FATAL and "loop" in exit_.payload.cause
+
+
+# EL0: add x5, #1; svc #0; add x6, #1; b -12 -- EL1 lower-EL sync vector:
+# add x7, #1; eret. At every stop the counters say where the guest must be.
+_SVC_LOOP = [0x910004A5, 0xD4000001, 0x910004C6, 0x17FFFFFD]
+_SVC_HANDLER = [0x910004E7, 0xD69F03E0]
+
+
+def test_system_calls_under_asynchronous_stops_never_repeat_or_lose_instructions(cpu):
+    # Entering an exception from inside Unicorn's interrupt hook raced with
+    # asynchronous stops: the guest resumed a later block at an earlier PC.
+    import threading
+    import time
+    from unicorn.arm64_const import UC_ARM64_REG_SP_EL1
+
+    cpu.load(BASE, _SVC_LOOP)
+    cpu.reset(entry=BASE, pstate=0x0)
+    setup_vectors(cpu, 0x400)
+    cpu.load(BASE + 0x8400, _SVC_HANDLER)
+    cpu.uc.reg_write(UC_ARM64_REG_SP_EL1, BASE + 0x6000)
+    expected = {BASE: (0, 0), BASE + 0x8400: (1, 1), BASE + 8: (1, 0)}
+    done = threading.Event()
+
+    def kicker():
+        while not done.is_set():
+            time.sleep(0.0001)
+            cpu.kick()
+
+    thread = threading.Thread(target=kicker, daemon=True)
+    thread.start()
+    wrong, slices, deadline = [], 0, time.monotonic() + 1.0
+    try:
+        while time.monotonic() < deadline:
+            exit_ = cpu.run()
+            assert exit_.kind in (ExitKind.PREEMPT, ExitKind.STOP)
+            slices += 1
+            x5, x6, x7 = cpu.x(5), cpu.x(6), cpu.x(7)
+            want = expected.get(cpu.pc)
+            if want is not None and want != (x5 - x6, x5 - x7):
+                wrong.append((hex(cpu.pc), x5 - x6, x5 - x7))
+    finally:
+        done.set()
+        thread.join()
+    assert slices > 100 and cpu.x(7) > 100
+    assert wrong == []
+
+
+def test_a_system_call_loop_is_not_a_fault_loop(cpu):
+    cpu.load(BASE, [svc(1), 0x17FFFFFF])         # svc #1; b .-4
+    cpu.load(BASE + 0x8400, [0xD69F03E0])        # eret
+    cpu.reset(entry=BASE, pstate=0x0)
+    setup_vectors(cpu, 0x1000)
+    cpu.uc.reg_write(__import__("unicorn").arm64_const.UC_ARM64_REG_VBAR_EL1, BASE + 0x8000)
+    for _ in range(200):
+        assert cpu.run().kind != ExitKind.FATAL
 
 
 @pytest.mark.parametrize("code,cause,far", [
