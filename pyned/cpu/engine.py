@@ -37,6 +37,9 @@ Patch level 3 adds two fixes that real operating systems need:
   existed, assuming hooks keep the PC in step; a code hook limited to one
   address (pyned stops right after a guest unmasks interrupts) leaves the PC
   of an earlier block, and the guest resumed there with later registers.
+* Dropping translations by guest-physical address, for instruction-cache
+  maintenance one vCPU broadcasts to the others (each vCPU is an instance
+  with its own translations, and its own view of virtual addresses).
 * A per-instance filter for the MRS/MSR/SYS instruction hook: only the
   encodings pyned traps call into Python; every other system-register access
   (Linux reads SP_EL0 and TPIDR_EL1 all the time) runs at native speed.
@@ -126,6 +129,14 @@ def trap_sysregs(uc: object, keys: Iterable[tuple[int, int, int, int, int]]) -> 
     return True
 
 
+def invalidate_phys(uc: object, pa: int, length: int) -> bool:
+    """Drop ``uc``'s translations of [pa, pa+length); False if the engine cannot."""
+    if patch_level() < 3:
+        return False
+    lib = _raw_lib()
+    return lib.uc_pyned_invalidate_phys(ctypes.c_void_p(uc._uch.value), pa, length) == 0  # type: ignore
+
+
 def _raw_lib() -> ctypes.CDLL:
     from unicorn.unicorn_py3.unicorn import uclib
 
@@ -134,6 +145,9 @@ def _raw_lib() -> ctypes.CDLL:
         fn = getattr(lib, name)
         fn.argtypes = [ctypes.c_void_p]
         fn.restype = ctypes.c_void_p
+    if hasattr(lib, "uc_pyned_invalidate_phys"):
+        lib.uc_pyned_invalidate_phys.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64]
+        lib.uc_pyned_invalidate_phys.restype = ctypes.c_int
     if hasattr(lib, "uc_pyned_trap_sysreg"):
         lib.uc_pyned_trap_sysreg.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int]
         lib.uc_pyned_trap_sysreg.restype = ctypes.c_int
@@ -235,6 +249,22 @@ bool pyned_page_has_code(struct uc_struct *uc, ram_addr_t ram_addr)
 {
     PageDesc *p = page_find(uc, ram_addr >> TARGET_PAGE_BITS);
     return p != NULL && p->first_tb != (uintptr_t)NULL;
+}
+
+// pyned: drop the translations of a guest-physical range (another vCPU's
+// instruction-cache maintenance; Unicorn's own call takes a virtual address).
+UNICORN_EXPORT
+int uc_pyned_invalidate_phys(struct uc_struct *uc, uint64_t pa, uint64_t len)
+{
+    MemoryRegion *mr = uc->memory_mapping(uc, pa);
+    ram_addr_t start;
+
+    if (mr == NULL || mr->ram_block == NULL || len == 0) {
+        return -1;
+    }
+    start = memory_region_get_ram_addr(mr) + (pa - mr->addr);
+    tb_invalidate_phys_range(uc, start, start + len);
+    return 0;
 }
 
 """

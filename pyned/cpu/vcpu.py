@@ -30,6 +30,7 @@ from typing import Callable, Protocol
 from unicorn import (UC_ARCH_ARM64, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INTR,
                      UC_HOOK_MEM_UNMAPPED, UC_MEM_FETCH_UNMAPPED, UC_MEM_WRITE_UNMAPPED,
                      UC_MODE_ARM, UC_PROT_ALL, UC_PROT_EXEC, UC_PROT_READ, Uc, UcError)
+from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH
 from unicorn import arm64_const as A
 from unicorn.unicorn_py3.unicorn import uclib
 
@@ -55,6 +56,12 @@ WFE_INSN = 0xD503205F
 DAIFCLR_MASK, DAIFCLR_BITS = 0xFFFFF0FF, 0xD50340FF
 _B_MASK, _B_BITS = 0xFC000000, 0x14000000
 _RET_MASK, _RET_BITS = 0xFFFFFC1F, 0xD65F0000
+# (op0, op1, CRn, CRm, op2) of the maintenance that is broadcast to the inner
+# shareable domain: IC IALLUIS, IC IVAU, and TLBI VMALLE1IS, VAE1IS,
+# ASIDE1IS, VAAE1IS, VALE1IS, VAALE1IS.
+IC_IVAU = (1, 3, 7, 5, 1)
+BROADCAST_OPS = frozenset([(1, 0, 7, 1, 0), (1, 3, 7, 5, 1)]
+                          + [(1, 0, 8, 3, op2) for op2 in (0, 1, 2, 3, 5, 7)])
 # How far ahead (in instructions) to look for the unmask.
 _UNMASK_SCAN = 64
 # Reset VBAR_EL1 (architecturally UNKNOWN) to an address that is never RAM,
@@ -176,12 +183,14 @@ class TrapHandler(Protocol):
 
     def vector_ok(self, first: int, last: int) -> bool: ...
 
+    def maintenance(self, cpu: int, what: str, page: int | None) -> None: ...
+
 
 class Vcpu:
     """A vCPU: Unicorn instance, reset state, trap hooks and exception entry."""
 
     def __init__(self, index: int, *, mpidr: int, midr: int, syndrome: SyndromeLayout,
-                 sysregs: SysRegTable, traps: TrapHandler) -> None:
+                 sysregs: SysRegTable, traps: TrapHandler, broadcast: bool = False) -> None:
         self.index = index
         self.mpidr = mpidr
         self.uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
@@ -217,6 +226,12 @@ class Vcpu:
             # Only the table's registers call into Python (where the engine can
             # filter); a guest's own MRS of SP_EL0 or TPIDR_EL1 stays native.
             engine.trap_sysregs(self.uc, sysregs.keys())
+        if broadcast:
+            # Each vCPU is its own Unicorn instance with its own TLB and
+            # translations: the inner-shareable TLB and instruction-cache
+            # maintenance a guest issues must reach its siblings.
+            self.uc.hook_add(UC_HOOK_INSN, self._on_sys, aux1=A.UC_ARM64_INS_SYS)
+            engine.trap_sysregs(self.uc, BROADCAST_OPS)
 
     # -- set-up -------------------------------------------------------------
 
@@ -594,6 +609,32 @@ class Vcpu:
         if not entry.native:
             self._step_over_sysreg()
         return 1
+
+    def _on_sys(self, uc: Uc, reg: int, cp: object, _ud: object) -> int:
+        key = (cp.op0, cp.op1, cp.crn, cp.crm, cp.op2)  # type: ignore[attr-defined]
+        if key == IC_IVAU:
+            # Siblings see other virtual mappings (or none, at EL0 under KPTI):
+            # pass on the physical page, translated here where the VA is valid.
+            pa = self._regs.translate(cp.val, UC_PROT_READ)  # type: ignore[attr-defined]
+            self._traps.maintenance(self.index, "code", None if pa is None else pa & ~0xFFF)
+        elif key in BROADCAST_OPS:
+            self._traps.maintenance(self.index, "tlb" if key[2] == 8 else "code", None)
+        return 0  # and let it run here as well
+
+    def flush(self, tlb: bool, code_pages: set[int] | None) -> None:
+        """Apply siblings' broadcast maintenance before this vCPU runs again.
+
+        ``code_pages``: physical pages whose translations go; None: all of them.
+        """
+        if tlb:
+            self.uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
+        if code_pages is None:
+            self.uc.ctl_flush_tb()
+            return
+        for page in code_pages:
+            if not engine.invalidate_phys(self.uc, page, 0x1000):
+                self.uc.ctl_flush_tb()
+                return
 
     def _step_over_sysreg(self) -> None:
         """End the slice on a register QEMU does not implement; run() steps over it.

@@ -145,7 +145,7 @@ def _finish(inp: BuildInputs, vm: Vm, dt: DeviceTree, memory: GuestMemory, image
     mapped += [(r.range.base, r.range.size) for r in vm.bus.regions]
     for index, mpidr in enumerate(mpidrs):
         vcpu = Vcpu(index, mpidr=mpidr, midr=inp.board.midr, syndrome=inp.syndrome,
-                    sysregs=sysregs, traps=vm)
+                    sysregs=sysregs, traps=vm, broadcast=len(mpidrs) > 1)
         for region in memory.regions:
             vcpu.map_ram(region.range.base, region.range.size, region.dataspace.host_address())
         thread = VcpuThread(vm, vcpu, inp.cores[index], inp.prio,

@@ -142,6 +142,10 @@ class VcpuThread:
         self.executing = False
         self.rekick: TimerHandle | None = None
         self.irqs_taken = 0
+        # Broadcast maintenance by siblings since this vCPU last ran: TLB, and
+        # the physical pages whose translations are stale (None: all).
+        self.stale_tlb = False
+        self.stale_code: set[int] | None = set()
         self.injections: list[Injection] = []  # to deliver at the next slice start
         self.serror_pending = False
 
@@ -275,6 +279,9 @@ class Vm:
                     return RunResult.BLOCK
                 if thread.injections and not self._deliver_injections(thread):
                     return RunResult.EXIT
+                if thread.stale_tlb or thread.stale_code != set():
+                    thread.vcpu.flush(thread.stale_tlb, thread.stale_code)
+                    thread.stale_tlb, thread.stale_code = False, set()
                 self._inject(thread)
                 exit_ = thread.vcpu.run()
                 thread.vcpu.unwatch()
@@ -422,6 +429,24 @@ class Vm:
             self.vm_print.putc(vcpu.index, vcpu.x(1))
         else:
             vcpu.x0 = SMCCC_NOT_SUPPORTED
+
+    def maintenance(self, cpu: int, what: str, page: int | None) -> None:
+        """A vCPU broadcast TLB or instruction-cache maintenance: its siblings catch up.
+
+        Only one vCPU of a VM runs at a time, so applying it before a sibling
+        next runs is as good as the hardware's broadcast.
+        """
+        for t in self.threads:
+            if t.vcpu.index == cpu:
+                continue
+            if what == "tlb":
+                t.stale_tlb = True
+            elif page is None or t.stale_code is None:
+                t.stale_code = None
+            elif len(t.stale_code) < 256:
+                t.stale_code.add(page)
+            else:
+                t.stale_code = None
 
     def vector_ok(self, first: int, last: int) -> bool:
         """Both ends of the vector table (physical) lie in the VM's RAM."""
