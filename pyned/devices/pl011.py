@@ -56,6 +56,9 @@ CR_RESET = 0x300  # TXE | RXE
 ID_REGS = (0x11, 0x10, 0x34, 0x00, 0x0D, 0xF0, 0x05, 0xB1)
 
 
+BACKLOG = 4096
+
+
 class Pl011:
     """One PL011: registers, receive FIFO, and a level interrupt output."""
 
@@ -64,6 +67,9 @@ class Pl011:
         self._irq = irq
         self._lock = threading.Lock()
         self._rx: collections.deque[int] = collections.deque()
+        # Typed input beyond the FIFO waits here (a terminal's flow control)
+        # and moves in as the guest reads, so a pasted line is not cut short.
+        self._backlog: collections.deque[int] = collections.deque()
         self.tx_bytes = 0
         self.rx_bytes = 0
         self.reset()
@@ -71,6 +77,7 @@ class Pl011:
     def reset(self) -> None:
         with self._lock:
             self._rx.clear()
+            self._backlog.clear()
             self._regs = {Pl011Reg.IBRD: 0, Pl011Reg.FBRD: 0, Pl011Reg.LCR_H: 0,
                           Pl011Reg.CR: CR_RESET, Pl011Reg.IFLS: 0x12, Pl011Reg.IMSC: 0,
                           Pl011Reg.DMACR: 0, Pl011Reg.ILPR: 0}
@@ -117,17 +124,25 @@ class Pl011:
     # -- host side ----------------------------------------------------------
 
     def push_input(self, data: bytes) -> int:
-        """Queue received bytes; returns how many fitted (the rest are dropped, as on overrun)."""
+        """Queue received bytes; returns how many were taken (a full backlog drops the rest)."""
         with self._lock:
             taken = 0
             for b in data:
-                if len(self._rx) >= self._depth():
+                if len(self._rx) < self._depth() and not self._backlog:
+                    self._rx.append(b)
+                elif len(self._backlog) < BACKLOG:
+                    self._backlog.append(b)
+                else:
                     break
-                self._rx.append(b)
                 taken += 1
             self.rx_bytes += taken
             self._update()
             return taken
+
+    @property
+    def reading(self) -> bool:
+        """Whether the guest takes receive interrupts (a driver has the port open)."""
+        return bool(self._regs[Pl011Reg.IMSC] & (INT_RX | INT_RT))
 
     # -- internals ----------------------------------------------------------
 
@@ -140,6 +155,8 @@ class Pl011:
 
     def _pop(self) -> int:
         value = self._rx.popleft() if self._rx else 0
+        if self._backlog and len(self._rx) < self._depth():
+            self._rx.append(self._backlog.popleft())
         self._update()
         return value
 

@@ -63,21 +63,45 @@ PROFILE = 'PS1="\\h:\\w# "\n'
 class Module:
     name: str
     depends: tuple[str, ...]
+    aliases: tuple[str, ...] = ()
+    softdeps: tuple[str, ...] = ()   # "pre:" soft dependencies (names or aliases)
 
 
 def modinfo(data: bytes) -> Module:
-    """Name and ``depends=`` of a kernel module, from its ``.modinfo`` section."""
+    """Name, ``depends=``, aliases and soft dependencies from a module's ``.modinfo``."""
     elf = ELFFile(io.BytesIO(data))
     sec = elf.get_section_by_name(".modinfo")
     if sec is None:
         raise ValueError("not a kernel module (no .modinfo section)")
-    fields: dict[str, str] = {}
+    fields: dict[str, list[str]] = {}
     for item in sec.data().split(b"\0"):
         key, eq, value = item.decode(errors="replace").partition("=")
         if eq:
-            fields.setdefault(key, value)
-    deps = tuple(d for d in fields.get("depends", "").split(",") if d)
-    return Module(fields.get("name", ""), deps)
+            fields.setdefault(key, []).append(value)
+    deps = tuple(d for d in (fields.get("depends") or [""])[0].split(",") if d)
+    soft: list[str] = []
+    for spec in fields.get("softdep", []):
+        # "pre: a b post: c": modprobe loads the pre ones first
+        words, pre = spec.split(), False
+        for w in words:
+            if w.endswith(":"):
+                pre = w == "pre:"
+            elif pre:
+                soft.append(w)
+    return Module((fields.get("name") or [""])[0], deps, tuple(fields.get("alias", [])),
+                  tuple(soft))
+
+
+def with_softdeps(modules: dict[str, Module]) -> dict[str, Module]:
+    """Each module's soft dependencies that name (or alias) another module of the set,
+    folded into its dependencies, as modprobe would load them."""
+    by_alias = {a: m.name for m in modules.values() for a in (m.name, *m.aliases)}
+    out = {}
+    for name, m in modules.items():
+        extra = tuple(by_alias[s] for s in m.softdeps if by_alias.get(s) not in (None, name))
+        out[name] = Module(name, m.depends + tuple(e for e in extra if e not in m.depends),
+                           m.aliases, m.softdeps)
+    return out
 
 
 def closure(wanted: list[str], modules: dict[str, Module]) -> list[str]:
@@ -116,7 +140,8 @@ def build(busybox: bytes, modules: dict[str, tuple[Module, bytes]], boot: list[s
     w.file("etc/profile", PROFILE.encode())
     for name in sorted(modules):
         w.file(f"lib/modules/{name}.ko", modules[name][1])
-    deps = "".join(f"{name}: {' '.join(m.depends)}\n" for name, (m, _) in sorted(modules.items()))
+    infos = with_softdeps({name: m for name, (m, _) in modules.items()})
+    deps = "".join(f"{name}: {' '.join(m.depends)}\n" for name, m in sorted(infos.items()))
     w.file("lib/modules/deps", deps.encode())
     w.file("lib/modules/boot", ("\n".join(boot) + "\n").encode())
     w.close()

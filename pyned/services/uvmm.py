@@ -164,6 +164,11 @@ def _console_input(vm: Vm) -> Callable[[bytes], int]:
              and isinstance(d.device.device, VirtioConsole)]
 
     def push(data: bytes) -> int:
+        # A UART whose driver takes receive interrupts is a console in use
+        # (Linux enables them when the tty is opened), even if a virtio
+        # console driver is loaded as well.
+        if uarts and uarts[0].reading:
+            return uarts[0].push_input(data)
         for transport in vcons:
             if transport.status & DeviceStatus.DRIVER_OK:
                 return transport.device.push_input(data)  # type: ignore[attr-defined]

@@ -30,15 +30,23 @@ def test_transmit_goes_to_sink_and_raises_tx_interrupt():
     assert uart.read(Pl011Reg.FR, 4, 0) & FR_TXFE
 
 
-def test_receive_fifo_depth_follows_fen():
+def test_receive_fifo_depth_follows_fen_and_typed_input_waits_its_turn():
     uart, _, irq = make()
-    assert uart.push_input(b"abc") == 1  # FIFO disabled: one-character holding register
-    assert uart.read(Pl011Reg.FR, 4, 0) & FR_RXFF
-    assert uart.read(Pl011Reg.DR, 4, 0) == ord("a")
+    assert uart.push_input(b"abc") == 3  # all taken: what does not fit waits
+    assert uart.read(Pl011Reg.FR, 4, 0) & FR_RXFF  # FIFO disabled: one holding register
+    assert [uart.read(Pl011Reg.DR, 4, 0) for _ in range(3)] == list(b"abc")
     assert uart.read(Pl011Reg.FR, 4, 0) & FR_RXFE
     uart.write(Pl011Reg.LCR_H, 4, LCR_H_FEN, 0)
-    assert uart.push_input(bytes(40)) == 32
-    assert uart.read(Pl011Reg.FR, 4, 0) & FR_RXFF
+    assert uart.push_input(bytes(range(40))) == 40
+    assert uart.read(Pl011Reg.FR, 4, 0) & FR_RXFF   # 32 in the FIFO, 8 waiting
+    assert [uart.read(Pl011Reg.DR, 4, 0) for _ in range(40)] == list(range(40))
+
+
+def test_a_uart_is_reading_once_its_driver_takes_receive_interrupts():
+    uart, _, _ = make()
+    assert not uart.reading
+    uart.write(Pl011Reg.IMSC, 4, INT_RX | INT_RT, 0)
+    assert uart.reading
 
 
 def test_receive_interrupts_trigger_level_and_timeout():
