@@ -61,6 +61,7 @@ class Ned:
         self._events: queue.Queue[Callable[[], None]] = queue.Queue()
         self._handlers: dict[int, object] = {}
         self._reaped: set[int] = set()
+        self._undispatched: set[int] = set()   # started clients whose end is not yet handled
         self.last_exit: int | None = None
         self.lua = LuaRuntime(unpack_returned_tuples=True, register_eval=False,
                               register_builtins=False, attribute_filter=_deny)
@@ -92,6 +93,8 @@ class Ned:
                 spec.scheduler = type(spec.scheduler)(spec.scheduler.prio,
                                                       (1 << sysm.board.cores) - 1)
             task = loader.start(sysm, spec)
+            if not task.server:
+                self._undispatched.add(task.tid)
             task.on_exit(self._task_ended)
             return task
 
@@ -176,6 +179,7 @@ class Ned:
         self._events.put(lambda: self._dispatch_exit(task))
 
     def _dispatch_exit(self, task: Task) -> None:
+        self._undispatched.discard(task.tid)
         code = None if task.killed else task.exit_code
         self.last_exit = 0 if code is None else code
         fn = self._handlers.pop(task.tid, None)
@@ -230,7 +234,10 @@ class Ned:
             try:
                 event = self._events.get(timeout=0.1)
             except queue.Empty:
-                if not self.system.tasks.clients_alive() and self._events.empty():
+                # A task is dead before its end is queued: until the end has
+                # been handed to its exit handler, it may still start more.
+                if (not self._undispatched and not self.system.tasks.clients_alive()
+                        and self._events.empty()):
                     break
                 continue
             event()
