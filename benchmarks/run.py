@@ -13,6 +13,11 @@ Figures (issue targets in brackets):
   virtio_console    virtio-console transmit, 4 KiB buffers, 8 in flight
   (the virtio figures are measured by images/virtio.elf with CNTVCT; MB and KB
   are 10^6 and 10^3 bytes)
+  linux_boot        Debian's Linux (pyned images fetch) from `pyned boot` to the
+                    initramfs marker, kernel command line "quiet cryptomgr.notests",
+                    beside QEMU (-M virt -cpu cortex-a72) on the same kernel and
+                    initramfs, if qemu-system-aarch64 is installed  [<= 2x QEMU];
+                    plus guest instructions per second and exits by reason
 
 The machine is shared and noisy: read medians, not single runs.
 """
@@ -398,12 +403,84 @@ def virtio_console(runs: int, kb: int = 512) -> dict:
     return {**res, "target": "(none)", "ok": "failed" not in res}
 
 
+LINUX_ARGS = "console=ttyAMA0 quiet cryptomgr.notests"
+
+
+def _time_to_marker(cmd: list[str], marker: bytes, env: dict | None = None,
+                    cwd: Path | None = None) -> float:
+    """Seconds from starting ``cmd`` to ``marker`` in its output; the process is then ended."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+    assert proc.stdout is not None
+    try:
+        while True:
+            line = proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"{cmd[0]} ended before {marker!r}")
+            if marker in line:
+                return time.perf_counter() - t0
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _linux_stats(script: Path) -> dict:
+    """One in-process boot: guest instructions, host time and exits up to the marker."""
+    from pyned.images.initramfs import MARKER
+    from pyned.testing import Booted
+
+    with Booted(script) as b:
+        t0 = time.perf_counter()
+        b.expect("vm1", MARKER, timeout=300)
+        elapsed = time.perf_counter() - t0
+        vm = next(iter(b.system.guests.values())).vm
+        thread = vm.threads[0]
+        vcpu = thread.vcpu
+        insns = vcpu.instructions or 0
+        exits = dict(vcpu.exits)
+        exits["hypercall"] = vcpu.hypercalls
+        exits["irq"] = thread.irqs_taken
+    return {"mips": insns / elapsed / 1e6, "insns_M": insns / 1e6,
+            "exits": " ".join(f"{k}={v}" for k, v in sorted(exits.items()))}
+
+
+def linux_boot(runs: int) -> dict:
+    import shutil
+
+    from pyned.images import guests
+    from pyned.images.initramfs import MARKER
+
+    have = guests.find()
+    if have is None:
+        return {"skipped": "no guests: run 'pyned images fetch'", "target": "<= 2x QEMU",
+                "ok": False}
+    script = _script(
+        f'vmm.start_vm{{ id = 1, mem = 256, kernel = "rom/Image", rd = "rom/initrd.cpio.gz", '
+        f'fdt = "rom/virt-r82.dtb", bootargs = \'{LINUX_ARGS} pyned.run="poweroff -f"\' }}\n')
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    pyned_t = [_time_to_marker([sys.executable, "-m", "pyned", "boot", "--color=never",
+                                str(script)], MARKER.encode(), env, ROOT) for _ in range(runs)]
+    res: dict = {"pyned_s": statistics.median(pyned_t)}
+    qemu = shutil.which("qemu-system-aarch64")
+    if qemu:
+        cmd = [qemu, "-M", "virt", "-cpu", "cortex-a72", "-m", "256", "-nographic", "-nic",
+               "none", "-kernel", str(have.kernel), "-initrd", str(have.initrd),
+               "-append", f'{LINUX_ARGS} pyned.run="poweroff -f"']
+        qemu_t = [_time_to_marker(cmd, MARKER.encode()) for _ in range(runs)]
+        res["qemu_s"] = statistics.median(qemu_t)
+        res["ratio"] = res["pyned_s"] / res["qemu_s"]
+    res.update(_linux_stats(script))
+    res["target"] = "<= 2x QEMU"
+    res["ok"] = "ratio" in res and res["ratio"] <= 2.0
+    return res
+
+
 BENCHES = {"boot_first_byte": boot_first_byte, "compute_ratio": compute_ratio,
            "null_hypercall": null_hypercall, "sysreg_trap": sysreg_trap,
            "injected_irq": injected_irq, "timer_latency": timer_latency,
            "idle_cpu": idle_cpu, "virtio_blk_read": virtio_blk_read,
            "virtio_blk_write": virtio_blk_write, "virtio_net": virtio_net,
-           "virtio_console": virtio_console}
+           "virtio_console": virtio_console, "linux_boot": linux_boot}
 
 
 def main() -> int:

@@ -8,9 +8,9 @@ guest then runs the instruction twice: ``ldr x0, [x0]`` loads through its own
 result, an MMIO read pops a FIFO twice (unicorn-aarch64.md; measured: three
 asynchronous stops in four land there in a load loop).
 
-pyned carries a small patch to that check (it then leaves the block only for
-an invalid access, so asynchronous stops wait for the next block boundary,
-where the PC and registers agree) and builds the library for AArch64 alone
+pyned carries a small patch that drops that check (asynchronous stops wait
+for the next block boundary, where the PC and registers agree; an invalid
+access leaves the block by itself) and builds the library for AArch64 alone
 from Unicorn's source release: ``pyned unicorn build``. The build lands in
 pyned's cache folder and is picked up before Unicorn is first imported.
 Without it pyned still runs, with the replay guard of ``vmm.bus`` covering
@@ -156,23 +156,13 @@ def _raw_lib() -> ctypes.CDLL:
 
 # The patch, as exact edits of Unicorn's source: each must match once, so a
 # different release fails loudly instead of building something unknown.
-_MEM_CHECK = '''// pyned: the check after a guest load or store. It leaves the block only for
-// an invalid access; an asynchronous stop seen here would report the access's
-// PC after the access had taken effect. Such stops wait for the next block.
+_MEM_CHECK = '''// pyned: nothing is checked after a guest load or store. An asynchronous
+// stop seen there would report the access's PC after the access had taken
+// effect; such stops wait for the next block. An access to unmapped memory
+// leaves the block from the access itself (cputlb.c), so the check, a helper
+// call after every load and store, is not needed for that either.
 static void check_exit_request_mem(TCGContext *tcg_ctx)
 {
-    if (tcg_ctx->uc->no_exit_request) {
-        return;
-    }
-
-    TCGv_ptr puc = tcg_const_ptr(tcg_ctx, tcg_ctx->uc);
-    TCGv_i32 tmp = tcg_const_i32(tcg_ctx, UC_EXIT_CHECK_AFTER_MEM);
-    if (tcg_ctx->delay_slot_flag != NULL) {
-        tcg_gen_ori_i32(tcg_ctx, tmp, tcg_ctx->delay_slot_flag, UC_EXIT_CHECK_AFTER_MEM);
-    }
-    gen_helper_check_exit_request(tcg_ctx, puc, tmp);
-    tcg_temp_free_i32(tcg_ctx, tmp);
-    tcg_temp_free_ptr(tcg_ctx, puc);
 }
 
 static void tcg_gen_req_mo(TCGContext *tcg_ctx, TCGBar type)'''
@@ -342,6 +332,13 @@ _EDITS: list[tuple[str, str, str, int]] = [
      "    tcg_gen_exit_tb(tcg_ctx, tb, TB_EXIT_REQUESTED);", _COUNT_END, 1),
     ("qemu/target/arm/unicorn_aarch64.c", "static void reg_reset(struct uc_struct *uc)\n",
      _AARCH64_EXPORTS.lstrip("\n") + "\nstatic void reg_reset(struct uc_struct *uc)\n", 1),
+    # With no check after stores, an unhandled store to unmapped memory leaves
+    # the block itself, as an unhandled load already does.
+    ("qemu/accel/tcg/cputlb.c",
+     '            // printf("***** Invalid memory write at " TARGET_FMT_lx "\\n", addr);\n'
+     "            cpu_exit(uc->cpu);\n            return;",
+     '            // printf("***** Invalid memory write at " TARGET_FMT_lx "\\n", addr);\n'
+     "            cpu_exit(uc->cpu);\n            cpu_loop_exit_restore(uc->cpu, retaddr);", 1),
     # Stale code through aliases (see the module docstring).
     ("qemu/accel/tcg/cputlb.c", _PROTECT_OLD, _PROTECT_NEW, 1),
     ("qemu/accel/tcg/cputlb.c", "            !(tlbe->addr_code != -1) &&\n",

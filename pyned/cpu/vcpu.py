@@ -393,7 +393,10 @@ class Vcpu:
             exit_ = Exit(ExitKind.WFI)
         else:
             exit_ = Exit(ExitKind.PREEMPT, kicked)
-        self.exits[exit_.kind.value] += 1
+        reason = exit_.kind.value
+        if exit_.kind == ExitKind.STOP and isinstance(exit_.payload, str):
+            reason += ":" + exit_.payload   # exception, sysreg, unmasked, ...
+        self.exits[reason] += 1
         return exit_
 
     def watch_unmask(self, daif_bits: int) -> bool:
