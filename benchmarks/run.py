@@ -16,7 +16,8 @@ Figures (issue targets in brackets):
   linux_boot        Debian's Linux (pyned images fetch) from `pyned boot` to the
                     initramfs marker, kernel command line "quiet cryptomgr.notests",
                     beside QEMU (-M virt -cpu cortex-a72) on the same kernel and
-                    initramfs, if qemu-system-aarch64 is installed  [<= 2x QEMU];
+                    initramfs, if qemu-system-aarch64 is installed (Debian:
+                    apt-get install qemu-system-arm)  [<= 2x QEMU];
                     plus guest instructions per second and exits by reason
 
 The machine is shared and noisy: read medians, not single runs.

@@ -32,11 +32,12 @@ Patch level 3 adds two fixes that real operating systems need:
   translating code on a page re-arms the check for every mapping of it (what
   QEMU's ``tlb_protect_code`` does with its dirty bitmap). Stores to pages
   without code, the MMU off included, then take the fast path.
-* A block that is left before it starts (an asynchronous stop seen at its
-  entry) gets its PC back. Unicorn skipped that whenever any code hook
-  existed, assuming hooks keep the PC in step; a code hook limited to one
-  address (pyned stops right after a guest unmasks interrupts) leaves the PC
-  of an earlier block, and the guest resumed there with later registers.
+* A block that returns "not started" gets its PC back even while code hooks
+  exist. Unicorn skipped that restore whenever any code hook existed,
+  assuming the hooks keep the PC in step; pyned's hooks cover one address
+  (the instruction after a guest unmasks interrupts), so elsewhere nothing
+  would. (Reached by a block that falls off its end, as after a trapped
+  system register; not shown to matter otherwise.)
 * Dropping translations by guest-physical address, for instruction-cache
   maintenance one vCPU broadcasts to the others (each vCPU is an instance
   with its own translations, and its own view of virtual addresses).

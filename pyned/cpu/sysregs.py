@@ -61,13 +61,21 @@ class SysRegTable:
 
 # Encodings (ARM ARM D23 / Armv8-R AArch64 supplement).
 ID_AA64MMFR0_EL1 = SysRegKey(3, 0, 0, 7, 0)
+ID_AA64PFR0_EL1 = SysRegKey(3, 0, 0, 4, 0)
 MPUIR_EL1 = SysRegKey(3, 0, 0, 0, 4)
 CNTFRQ_EL0 = SysRegKey(3, 3, 14, 0, 0)
 
 
 def identity_registers(table: SysRegTable, *, mmfr0_native: int, mpu_regions: int,
-                       counter_hz: int) -> None:
+                       counter_hz: int, pfr0_native: int = 0x2222) -> None:
     """The R82 identity beyond MIDR/MPIDR (which VPIDR/VMPIDR_EL2 provide natively)."""
+    # CSV3 = 1 and CSV2 = 0b0011 (FEAT_CSV2_3): the emulated core executes
+    # nothing speculatively, so data cannot leak from a faulting access or a
+    # trained branch. Said so, a guest skips mitigations that cost it dearly
+    # here (Linux's kernel page-table isolation flushes the whole TLB on every
+    # kernel entry and exit).
+    pfr0 = (pfr0_native & ~(0xFF << 56)) | (0x1 << 60) | (0x3 << 56)
+    table.add(ID_AA64PFR0_EL1, SysReg("ID_AA64PFR0_EL1", read=lambda _cpu: pfr0))
     # MSA = 0b1111 (see MSA_frac) and MSA_frac = 0b0010: PMSAv8-64 and VMSAv8-64 at EL1.
     mmfr0 = (mmfr0_native & ~(0xFF << 48)) | (0xF << 48) | (0x2 << 52)
     table.add(ID_AA64MMFR0_EL1, SysReg("ID_AA64MMFR0_EL1", read=lambda _cpu: mmfr0))
