@@ -370,6 +370,9 @@ class Vcpu:
                 after = addr + 4
                 self._unmask_hook = self.uc.hook_add(UC_HOOK_CODE, self._on_unmasked,
                                                      begin=after, end=after)
+                # A new hook only reaches code translated after it: drop the cached
+                # block that starts there, or a loop that ran before never stops.
+                self.uc.ctl_remove_cache(after, after + 4)
                 return True
             if insn & _B_MASK == _B_BITS:
                 addr += _sign_extend(insn & 0x3FF_FFFF, 26) * 4

@@ -190,3 +190,23 @@ def test_pstate_read_after_a_64_bit_register_read_has_no_stale_bits(cpu):
     cpu.reset(entry=BASE, x1=0xDEADBEEF_CAFEF00D)
     assert cpu.x(1) == 0xDEADBEEF_CAFEF00D
     assert cpu.pstate >> 32 == 0
+
+
+def test_unmask_watch_stops_in_code_that_already_ran(cpu):
+    # A loop that masks and unmasks IRQs has been translated before the watch is
+    # set (the masked wait idiom): the watch must still end the slice after the unmask.
+    import threading
+    daifset, nop, daifclr, back = 0xD50342DF, 0xD503201F, 0xD50342FF, 0x17FFFFFC
+    cpu.load(BASE, [daifset, nop, daifclr, nop, back])
+    cpu.reset(entry=BASE)
+    threading.Timer(0.02, cpu.kick).start()
+    assert cpu.run().kind == ExitKind.PREEMPT
+    for _ in range(3):
+        cpu.pc = BASE
+        assert cpu.watch_unmask(0b0010)
+        guard = threading.Timer(2.0, cpu.kick)
+        guard.start()
+        exit_ = cpu.run()
+        guard.cancel()
+        cpu.unwatch()
+        assert (exit_.kind, exit_.payload, cpu.pc) == (ExitKind.STOP, "unmasked", BASE + 12)
