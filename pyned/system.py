@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from pyned.cpu.engine import patched
 from pyned.cpu.syndrome import SyndromeLayout, probe_syndrome_layout
-from pyned.kernel.clock import Clock
+from pyned.devices.hardware import Hardware
+from pyned.kernel.clock import Clock, now_ns
+from pyned.kernel.irq import Icu
 from pyned.kernel.memory import PhysicalMemory
 from pyned.kernel.scheduler import DEFAULT_SLICE_NS, Scheduler
 from pyned.kernel.task import TaskTable
@@ -47,6 +49,9 @@ class System:
         self.scheduler = Scheduler(self.board.cores, self.clock, opts.slice_ns)
         self.tasks = TaskTable()
         self.cons = Cons(self.clock, opts.out, opts.colour)
+        self.icu = Icu(32, self.board.spis)
+        self.hardware = Hardware(self.board, self.icu.line, self.clock, now_ns,
+                                 lambda name: self.cons.create(name, "y"))
         self.rom = Rom(list(opts.rom_dirs) + shipped_dirs())
         self.guests: dict[int, Guest] = {}   # by task id: running uvmm instances
         self.journal = Journal()
