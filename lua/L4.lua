@@ -38,7 +38,8 @@ end
 L4.Proto = {
   Dataspace = 0x4000, Namespace = 0x4001, Goos = 0x4003, Mem_alloc = 0x4004, Rm = 0x4005,
   Event = 0x4006, Inhibitor = 0x4007, Sigma0 = -6, Log = -13, Scheduler = -14, Factory = -15,
-  Vm = -16, Dma_space = -17, Irq_sender = -18, Semaphore = -20, Iommu = -22, Ipc_gate = 0,
+  Vm = -16, Dma_space = -17, Irq_sender = -18, Irq_muxer = -19, Semaphore = -20, Iommu = -22,
+  Ipc_gate = 0,
 }
 L4.Rights = { s = 2, w = 1, r = 4, d = 8, n = 16, c = 32, ro = 4, rw = 5, rws = 7 }
 L4.Ldr_flags = { eager_map = 1, all_segs_cow = 2, pinned_segs = 4 }
@@ -126,6 +127,9 @@ function Cap:create(proto, ...)
     local size, flags, align, addr = args[1], args[2], args[3], args[4]
     if type(size) ~= "number" then user_error("create(Proto.Dataspace): size must be a number") end
     return cap("dataspace", native(N.ds_create, math.floor(size), flags or 0, align or 21, addr))
+  elseif proto == L4.Proto.Irq_sender and self.kind == "factory" then
+    -- A kernel IRQ object: one receiver binds it, its holders trigger it.
+    return cap("irq", native(N.irq_create))
   elseif proto == L4.Proto.Scheduler then
     local prio, cpus = args[2], args[3]
     return cap("scheduler", nil, { prio = math.floor(prio or 0), cpus = cpu_mask(cpus) })

@@ -106,6 +106,31 @@ function M.start_virtio_rng(sources, opts)
   end)
 end
 
+-- io: `busses` names the vbusses (keys); each key gets a channel, io serves the
+-- vbus of that name on it, and the table is rewritten to hold the channels for
+-- start_vm{ vbus = ... } or a native program's caps. As uvmm's vmm.lua, io is
+-- started with `cmdline` plus rom/<key>.vbus for every bus.
+function M.start_io(busses, cmdline, opts)
+  if type(busses) ~= "table" then user_error("start_io: expects a table of vbus names") end
+  if type(cmdline) ~= "string" then user_error("start_io: the command line must be a string") end
+  opts = opts or {}
+  if opts.caps ~= nil then print("Warning: use opts.ext_caps to pass custom/additional capabilities.") end
+  local caps = {}
+  local names = {}
+  for k in pairs(busses) do names[#names + 1] = k end
+  table.sort(names, function(a, b) return tostring(a) < tostring(b) end)
+  local files = ""
+  for _, k in ipairs(names) do
+    local c = M.loader:new_channel()
+    busses[k] = c
+    caps[k] = c:svr()
+    files = files .. " rom/" .. tostring(k) .. ".vbus"
+  end
+  local env = { caps = M.table_override(caps, opts.caps, opts.ext_caps),
+                log = opts.log or { "io", "red" }, scheduler = opts.scheduler }
+  return M.loader:start(env, "rom/io " .. cmdline .. files)
+end
+
 local known = {
   id = "number", mem = true, mem_align = "number", ram_base = "number", kernel = "string",
   rd = "string", fdt = true, bootargs = "string", cpus = true, prio = "number", log = true,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from lupa.lua54 import lua_type
 
 from pyned.errors import ConfigError
+from pyned.kernel.irq import Irq
 from pyned.kernel.memory import Dataspace
 from pyned.services.cons import Channel
 from pyned.services.gate import IpcGate
@@ -35,7 +36,7 @@ def start_spec(prog: object, args: object, caps: object, log: object, prio: obje
     argv = [str(a) for a in lua_list(args, "arguments")]
     capmap: dict[str, object] = {}
     for name, value in lua_dict(caps, "caps").items():
-        if isinstance(value, (Dataspace, Channel, IpcGate, VirtioPort)):
+        if isinstance(value, (Dataspace, Channel, IpcGate, VirtioPort, Irq)):
             capmap[name] = value
         elif isinstance(value, str):
             capmap[name] = value  # a capability pyned does not model, kept by kind

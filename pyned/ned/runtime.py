@@ -18,8 +18,10 @@ from typing import Callable
 from lupa.lua54 import LuaRuntime
 
 from pyned.errors import ConfigError, PynedError, ScriptError
+from pyned.kernel.irq import Irq
 from pyned.kernel.task import Task, TaskState
 from pyned.ned.convert import lua_list, start_spec
+from pyned.ned.io_config import read_io_config, split_io_args
 from pyned.services import loader
 from pyned.services.gate import IpcGate
 from pyned.services.rom import PROJECT_ROOT
@@ -91,6 +93,10 @@ class Ned:
             if spec.scheduler is not None and spec.scheduler.cpus == -1:
                 spec.scheduler = type(spec.scheduler)(spec.scheduler.prio,
                                                       (1 << sysm.board.cores) - 1)
+            if spec.program in ("rom/io", "io"):
+                # io's configuration is Lua: it becomes typed here, at the one boundary.
+                spec.args, files = split_io_args(spec.args)
+                spec.config = read_io_config(files, sysm.rom.resolve)
             task = loader.start(sysm, spec)
             task.on_exit(self._task_ended)
             return task
@@ -147,6 +153,7 @@ class Ned:
                 tag, colour, [str(o) for o in opts.values()] if opts else []),
             "ned_channel": lambda: sysm._ned_channel,
             "gate_new": IpcGate,
+            "irq_create": lambda: Irq("software"),
             "gate_bound": lambda gate: gate.bound,
             "gate_create": lambda gate, proto, args: gate.create(
                 int(proto), [str(a) for a in lua_list(args, "create arguments")]),

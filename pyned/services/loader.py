@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Callable
 
 from pyned.errors import ConfigError
 from pyned.kernel.task import Task
-from pyned.services import uvmm, virtio_servers
+from pyned.services import gpio_blink, io, uvmm, virtio_servers
 from pyned.services.spec import StartSpec
 
 if TYPE_CHECKING:
@@ -24,6 +24,8 @@ PROGRAMS: dict[str, Service] = {
     "l4vio_net_p2p": virtio_servers.start_switch,  # a two-port switch serves the same purpose
     "virtio-block": virtio_servers.start_block,
     "virtio-rng": virtio_servers.start_rng,
+    "io": io.start,
+    "gpio-blink": gpio_blink.start,
 }
 
 

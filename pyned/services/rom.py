@@ -1,7 +1,8 @@
 """The ROM namespace: ``rom/NAME`` looked up along a search path.
 
 The path is the script's folder, any ``--rom DIR``, then the shipped
-``images/`` and ``dts/``. A ``.dtb`` that does not exist may be given by its
+``images/``, ``dts/`` and ``io/`` (io's description of the board,
+``rom/fvp-baser.devs``). A ``.dtb`` that does not exist may be given by its
 ``.dts`` source, which the VMM compiles when it loads it.
 """
 
@@ -15,7 +16,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def shipped_dirs() -> list[Path]:
-    return [PROJECT_ROOT / "images", PROJECT_ROOT / "dts"]
+    return [PROJECT_ROOT / "images", PROJECT_ROOT / "dts", PROJECT_ROOT / "io"]
 
 
 class Rom:

@@ -20,3 +20,5 @@ class StartSpec:
     caps: dict[str, object] = field(default_factory=dict)
     log: Channel | None = None
     scheduler: SchedSpec | None = None
+    # A configuration the ned layer read for the program (io's Lua files).
+    config: object | None = None

@@ -15,6 +15,7 @@ from pyned.devices.virtio.console import VirtioConsole
 from pyned.devices.virtio.mmio import DeviceStatus, VirtioMmio
 from pyned.errors import ConfigError, PynedError
 from pyned.kernel.task import Task
+from pyned.services.gate import IpcGate
 from pyned.services.spec import StartSpec
 from pyned.vmm.builder import BuildInputs, build_vm
 from pyned.vmm.options import LEVELS, parse_uvmm_args
@@ -62,8 +63,11 @@ class Guest:
 
     def _build(self) -> Vm:
         system = self.system
+        # A channel io serves stands for its vbus (the object behind the gate).
+        caps = {k: v.object if isinstance(v, IpcGate) and v.object is not None else v
+                for k, v in self.spec.caps.items()}
         vm = build_vm(BuildInputs(
-            name=self.name, options=self.options, caps=self.spec.caps,
+            name=self.name, options=self.options, caps=caps,
             resolve=system.rom.resolve, board=system.board, syndrome=system.syndrome,
             cores=self.cores, prio=self.prio, console_write=self.channel.write, log=self.log,
             clock=system.clock, exact_stops=system.exact_stops))
@@ -159,7 +163,7 @@ def _console_input(vm: Vm) -> Callable[[bytes], int]:
     console on one of them (Linux: console=hvc0 or ttyAMA0); the driver state
     says which one is in use.
     """
-    uarts = [d.device for d in vm.devices if isinstance(d.device, Pl011)]
+    uarts = [d.device for d in vm.devices if isinstance(d.device, Pl011) and d.kind == "virtual"]
     vcons = [d.device for d in vm.devices if isinstance(d.device, VirtioMmio)
              and isinstance(d.device.device, VirtioConsole)]
 

@@ -222,7 +222,10 @@ def _setup_ram(inp: BuildInputs, dt: DeviceTree, memory: GuestMemory, mpu: MpuMa
         for base, size in chunks:
             rng = MemRange(base, size)
             memory.add(RamRegion(rng, ds, node_path(node)))
-            mpu.add(MpuRegion(rng, Access.RWX, "ram", node_path(node)))
+            # A dataspace other than the VM's own RAM is memory it shares (uvmm's
+            # second memory node with l4vmm,dscap).
+            kind = "ram" if dt.string(node, "l4vmm,dscap") == "ram" else "shm"
+            mpu.add(MpuRegion(rng, Access.RWX, kind, node_path(node)))
             if first is None:
                 first = rng
     assert first is not None

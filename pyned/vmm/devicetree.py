@@ -21,6 +21,10 @@ from pyned.vmm import dts
 
 
 
+class Unbacked(Exception):
+    """The node describes something this VM cannot provide; the message says why."""
+
+
 def prop_bytes(prop: Property) -> bytes:
     if isinstance(prop, PropWords):
         return struct.pack(f">{len(prop.data)}I", *prop.data)

@@ -125,6 +125,7 @@ class DeviceEntry:
     compatible: str
     device: object
     windows: list = field(default_factory=list)
+    kind: str = "virtual"       # or "pass-through": a board device the VM owns
 
 
 class VcpuThread:
