@@ -30,6 +30,9 @@ def _boot_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cores", type=int, default=None, help="number of platform cores (default 2)")
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--led-trace", type=Path, metavar="FILE",
+                   help="at the end, write the board LEDs' timeline with the VMs' starts and "
+                        "crashes: FILE.svg (a plot), .csv or .json")
     p.add_argument("script", nargs="?", type=Path, help="the Lua script")
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script (arg table)")
 
@@ -108,3 +111,26 @@ def _boot(args: argparse.Namespace) -> int:
         return ned.run()
     finally:
         system.shutdown()
+        if args.led_trace is not None:
+            _write_led_trace(system, args.led_trace, script)
+
+
+def _write_led_trace(system, path: Path, script: Path | None) -> None:
+    from pyned.kernel.clock import now_ns
+    from pyned.ledplot import Marker, write_trace
+
+    leds = system.hardware.leds
+    events = leds.timeline()
+    used = [name for name in leds.names if any(e.led == name for e in events)]
+    t0 = system.journal.start
+    markers = [Marker(int((t0 + e.time) * 1e9), f"{e.vm} {e.event}", e.event)
+               for e in system.journal.entries()
+               if e.event in ("start", "crash", "restart", "shutdown", "reboot", "killed")]
+    title = f"LED timeline of {script.name}" if script else "LED timeline"
+    try:
+        write_trace(path, events, used or list(leds.names), leds.start_ns, now_ns(), markers,
+                    title)
+    except OSError as err:
+        print(f"pyned: {path}: cannot write the LED trace: {err.strerror}", file=sys.stderr)
+        return
+    print(f"pyned: LED timeline ({len(events)} changes) written to {path}", file=sys.stderr)
