@@ -13,6 +13,12 @@ Figures (issue targets in brackets):
   virtio_console    virtio-console transmit, 4 KiB buffers, 8 in flight
   (the virtio figures are measured by images/virtio.elf with CNTVCT; MB and KB
   are 10^6 and 10^3 bytes)
+  passthrough_mmio  a guest read of a pass-through register (the board's SP804) against
+                    one of an emulated device (the VM's PL011), ns per read
+  irq_forwarding    board SP804 one-shot expiry to the guest's handler, through the
+                    kernel's IRQ object and the virtual GIC (images/ptbench.elf)
+  shm_doorbell      round trip of a message between two VMs over shared memory and
+                    l4vmm,virq doorbells (images/shm.elf)
 
 The machine is shared and noisy: read medians, not single runs.
 """
@@ -398,12 +404,82 @@ def virtio_console(runs: int, kb: int = 512) -> dict:
     return {**res, "target": "(none)", "ok": "failed" not in res}
 
 
+# -- pass-through ---------------------------------------------------------------
+# images/ptbench.elf owns the board's first SP804 through an io vbus.
+
+_PT_IO = ("local hw = Io.system_bus()\n"
+          "Io.add_vbusses { vm_hw = Io.Vi.System_bus(function() t = wrap(hw.timer01) end) }\n")
+
+
+def _ptbench(bootargs: str, pattern: str) -> re.Match:
+    script = _script('local bus = { vm_hw = 1 }\n'
+                     'vmm.start_io(bus, "rom/fvp-baser.devs rom/bench.io")\n'
+                     'vmm.start_vm{ id = 1, kernel = "rom/ptbench.elf", '
+                     'fdt = "rom/virt-r82-passthrough.dtb", vbus = bus.vm_hw, '
+                     f'bootargs = "{bootargs}" }}\n')
+    (script.parent / "bench.io").write_text(_PT_IO)
+    from pyned.testing import Booted
+    with Booted(script) as b:
+        b.wait(120)
+        out = b.text("vm1")
+    m = re.search(pattern, out)
+    assert m, out
+    return m
+
+
+def passthrough_mmio(runs: int, n: int = 20_000) -> dict:
+    pt, em = [], []
+    for _ in range(runs):
+        m = _ptbench(f"bench=mmio n={n}",
+                     r"mmio pass-through (\d+) ns/read, emulated (\d+) ns/read")
+        pt.append(int(m.group(1)))
+        em.append(int(m.group(2)))
+    return {"passthrough_ns": float(statistics.median(pt)),
+            "emulated_ns": float(statistics.median(em)),
+            "ratio": statistics.median(pt) / statistics.median(em), "target": "(cost)", "ok": True}
+
+
+def irq_forwarding(runs: int, n: int = 300) -> dict:
+    med, p99, worst = [], [], []
+    for _ in range(runs):
+        m = _ptbench(f"bench=irq n={n} load_us=1000",
+                     r"irq latency median (\d+) ns p99 (\d+) ns max (\d+) ns")
+        med.append(int(m.group(1)))
+        p99.append(int(m.group(2)))
+        worst.append(int(m.group(3)))
+    return {"median_us": statistics.median(med) / 1e3, "p99_us": statistics.median(p99) / 1e3,
+            "max_us": max(worst) / 1e3, "target": "(cost)", "ok": True}
+
+
+def shm_doorbell(runs: int, rounds: int = 500) -> dict:
+    body = ('local L4 = require "L4"\n'
+            'local shm = L4.Env.user_factory:create(L4.Proto.Dataspace, 64 * 1024)\n'
+            'local a = L4.Env.factory:create(L4.Proto.Irq_sender)\n'
+            'local b = L4.Env.factory:create(L4.Proto.Irq_sender)\n'
+            'vmm.start_vm{ id = 2, kernel = "rom/shm.elf", fdt = "rom/virt-r82-shm.dtb", '
+            f'cpus = 0x2, bootargs = "role=pong rounds={rounds}", '
+            'ext_caps = { shm = shm, doorbell_out = b, doorbell_in = a } }\n'
+            'vmm.start_vm{ id = 1, kernel = "rom/shm.elf", fdt = "rom/virt-r82-shm.dtb", '
+            f'cpus = 0x1, bootargs = "role=ping rounds={rounds}", '
+            'ext_caps = { shm = shm, doorbell_out = a, doorbell_in = b } }\n')
+    med, worst = [], []
+    for _ in range(runs):
+        m = re.search(r"(\d+)/(\d+) round trips, rtt median (\d+) us max (\d+) us",
+                      _vm_output(body, "vm1", timeout=120))
+        assert m and m.group(1) == m.group(2), m
+        med.append(int(m.group(3)))
+        worst.append(int(m.group(4)))
+    return {"rtt_median_us": float(statistics.median(med)), "rtt_max_us": float(max(worst)),
+            "target": "(none)", "ok": True}
+
+
 BENCHES = {"boot_first_byte": boot_first_byte, "compute_ratio": compute_ratio,
            "null_hypercall": null_hypercall, "sysreg_trap": sysreg_trap,
            "injected_irq": injected_irq, "timer_latency": timer_latency,
            "idle_cpu": idle_cpu, "virtio_blk_read": virtio_blk_read,
            "virtio_blk_write": virtio_blk_write, "virtio_net": virtio_net,
-           "virtio_console": virtio_console}
+           "virtio_console": virtio_console, "passthrough_mmio": passthrough_mmio,
+           "irq_forwarding": irq_forwarding, "shm_doorbell": shm_doorbell}
 
 
 def main() -> int:

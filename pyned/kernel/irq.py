@@ -49,7 +49,7 @@ class Irq:
     def bind(self, owner: str, sink: IrqSink) -> None:
         with self._lock:
             if self.owner is not None and self.owner != owner:
-                raise IrqBusy(f"interrupt {self.name} is bound to {self.owner} already; "
+                raise IrqBusy(f"{self.name} is bound to {self.owner} already; "
                               f"it cannot also go to {owner}")
             self.owner, self._sink = owner, sink
             level, pending, self._pending = self.level, self._pending, False
@@ -106,7 +106,7 @@ class Icu:
         with self._lock:
             irq = self._lines.get(intid)
             if irq is None:
-                irq = self._lines[intid] = Irq(f"{intid}", intid)
+                irq = self._lines[intid] = Irq(f"interrupt {intid}", intid)
             return irq
 
     def lines(self) -> list[Irq]:

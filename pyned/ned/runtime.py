@@ -8,6 +8,7 @@ never while the script is blocked in ``wait`` or ``sleep``).
 
 from __future__ import annotations
 
+import itertools
 import queue
 import time
 from dataclasses import dataclass, field
@@ -87,6 +88,7 @@ class Ned:
     def _natives(self) -> dict[str, Callable[..., object]]:
         sysm = self.system
         lib = str(LUA_DIR)
+        irq_ids = itertools.count(1)
 
         def exec_(prog, args, caps, log, prio, cpus):
             spec = start_spec(prog, args, caps, log, prio, cpus)
@@ -153,7 +155,7 @@ class Ned:
                 tag, colour, [str(o) for o in opts.values()] if opts else []),
             "ned_channel": lambda: sysm._ned_channel,
             "gate_new": IpcGate,
-            "irq_create": lambda: Irq("software"),
+            "irq_create": lambda: Irq(f"IRQ object {next(irq_ids)}"),
             "gate_bound": lambda gate: gate.bound,
             "gate_create": lambda gate, proto, args: gate.create(
                 int(proto), [str(a) for a in lua_list(args, "create arguments")]),

@@ -17,6 +17,7 @@ objects, which refuse a second owner as well.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -128,28 +129,21 @@ class Vbus:
         self.devices = devices
         self.owner: str | None = None
         self.alive = True
+        self._lock = threading.Lock()
 
     def claim(self, owner: str) -> None:
-        if not self.alive:
-            raise VbusBusy(f"vbus '{self.name}': io has exited")
-        if self.owner is not None and self.owner != owner:
-            raise VbusBusy(f"vbus '{self.name}' is in use by {self.owner}; a vbus serves one "
-                           f"client at a time")
-        self.owner = owner
+        with self._lock:
+            if not self.alive:
+                raise VbusBusy(f"vbus '{self.name}': io has exited")
+            if self.owner is not None and self.owner != owner:
+                raise VbusBusy(f"vbus '{self.name}' is in use by {self.owner}; a vbus serves "
+                               f"one client at a time")
+            self.owner = owner
 
     def release(self, owner: str) -> None:
-        if self.owner == owner:
-            self.owner = None
-
-    def mmio(self) -> list[VbusMmio]:
-        return [m for d in self.devices for m in d.mmio]
-
-    def irq(self, intid: int) -> Irq | None:
-        for d in self.devices:
-            for res, irq in d.irqs:
-                if res.start == intid:
-                    return irq
-        return None
+        with self._lock:
+            if self.owner == owner:
+                self.owner = None
 
     def __repr__(self) -> str:
         return f"<vbus {self.name}>"

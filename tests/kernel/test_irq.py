@@ -29,7 +29,7 @@ def test_a_line_has_one_owner_and_refuses_a_second():
 
 
 def test_levels_reach_the_owner_and_a_high_line_is_delivered_at_bind():
-    irq = Irq("52", 52)
+    irq = Irq("interrupt 52", 52)
     irq.set_level(True)                   # nobody bound: the level is kept
     sink = Sink()
     irq.bind("vm1", sink)
@@ -43,7 +43,7 @@ def test_levels_reach_the_owner_and_a_high_line_is_delivered_at_bind():
 
 
 def test_a_software_event_waits_for_its_receiver():
-    irq = Irq("doorbell")
+    irq = Irq("IRQ object 1")
     irq.trigger()
     irq.trigger()                         # a kernel IRQ keeps one pending event
     sink = Sink()
