@@ -302,7 +302,9 @@ function wrap(devs, filter)
   if type(devs) ~= "table" then fail("wrap: expects a device or a list of devices") end
   local out = {}
   for _, d in ipairs(devs) do
-    if not is_device(d) or d.kind ~= "hw" then fail("wrap: " .. tostring(d) .. " is not a hardware device") end
+    if not is_device(d) or d.kind ~= "hw" then
+      fail("wrap: " .. tostring(d) .. " is not a hardware device")
+    end
     local v = device("vi")
     v.hw = d
     out[#out + 1] = v

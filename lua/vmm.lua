@@ -114,7 +114,9 @@ function M.start_io(busses, cmdline, opts)
   if type(busses) ~= "table" then user_error("start_io: expects a table of vbus names") end
   if type(cmdline) ~= "string" then user_error("start_io: the command line must be a string") end
   opts = opts or {}
-  if opts.caps ~= nil then print("Warning: use opts.ext_caps to pass custom/additional capabilities.") end
+  if opts.caps ~= nil then
+    print("Warning: use opts.ext_caps to pass custom/additional capabilities.")
+  end
   local caps = {}
   local names = {}
   for k in pairs(busses) do names[#names + 1] = k end

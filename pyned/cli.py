@@ -11,9 +11,13 @@ import subprocess
 import sys
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pyned.errors import PynedError
 from pyned.services.rom import PROJECT_ROOT
+
+if TYPE_CHECKING:
+    from pyned.system import System
 
 DEMO_SCRIPT = PROJECT_ROOT / "lua" / "examples" / "demo.lua"
 
@@ -115,7 +119,7 @@ def _boot(args: argparse.Namespace) -> int:
             _write_led_trace(system, args.led_trace, script)
 
 
-def _write_led_trace(system, path: Path, script: Path | None) -> None:
+def _write_led_trace(system: "System", path: Path, script: Path | None) -> None:
     from pyned.kernel.clock import now_ns
     from pyned.ledplot import Marker, write_trace
 

@@ -76,6 +76,10 @@ def read_io_config(names: list[str], resolve: Callable[[str], Path]) -> IoConfig
     return config
 
 
+def _get(table: object, key: str) -> object:
+    return table[key]  # type: ignore[index]
+
+
 def _list(table: object) -> list[object]:
     if table is None or lua_type(table) != "table":
         return []
@@ -86,32 +90,32 @@ def _convert(root: object, vbusses: object, files: list[str], notes: list[str]) 
     by_uid: dict[int, IoDevice] = {}
 
     def device(t: object, prefix: str) -> IoDevice:
-        name = str(t["name"])  # type: ignore[index]
-        path = f"{prefix}{name}"
-        props = t["props"]  # type: ignore[index]
-        res = tuple(IoResource(str(r["id"]), str(r["kind"]), int(r["start"]), int(r["stop"]),
-                               int(r["flags"]))
-                    for r in _list(t["resources"]))  # type: ignore[index]
-        dev = IoDevice(name, tuple(str(c) for c in _list(t["cids"])),  # type: ignore[index]
-                       None if props["hid"] is None else str(props["hid"]), res, path=path)
-        by_uid[int(t["uid"])] = dev  # type: ignore[index]
-        dev.children = [device(c, f"{path}.") for c in _list(t["children"])]  # type: ignore[index]
+        name = str(_get(t, "name"))
+        hid = _get(_get(t, "props"), "hid")
+        res = tuple(IoResource(str(_get(r, "id")), str(_get(r, "kind")), int(_get(r, "start")),
+                               int(_get(r, "stop")), int(_get(r, "flags")))
+                    for r in _list(_get(t, "resources")))
+        dev = IoDevice(name, tuple(str(c) for c in _list(_get(t, "cids"))),
+                       None if hid is None else str(hid), res, path=f"{prefix}{name}")
+        by_uid[int(_get(t, "uid"))] = dev
+        dev.children = [device(c, f"{dev.path}.") for c in _list(_get(t, "children"))]
         return dev
 
-    top = [device(c, "") for c in _list(root["children"])]  # type: ignore[index]
+    top = [device(c, "") for c in _list(_get(root, "children"))]
     specs = []
     for bus in _list(vbusses):
+        bus_name = str(_get(bus, "name"))
         members = []
-        for v in _list(bus["children"]):  # type: ignore[index]
-            hw = v["hw"]  # type: ignore[index]
+        for v in _list(_get(bus, "children")):
+            hw = _get(v, "hw")
             if hw is None:
-                raise ConfigError(f"io: vbus '{bus['name']}': member '{v['name']}' is not a "  # type: ignore[index]
+                raise ConfigError(f"io: vbus '{bus_name}': member '{_get(v, 'name')}' is not a "
                                   f"wrapped device (use wrap(...))")
-            dev = by_uid.get(int(hw["uid"]))
+            dev = by_uid.get(int(_get(hw, "uid")))
             if dev is None:
-                raise ConfigError(f"io: vbus '{bus['name']}': device '{hw['name']}' was never "  # type: ignore[index]
-                                  f"added to the hardware (Io.hw_add_devices / "
+                raise ConfigError(f"io: vbus '{bus_name}': device '{_get(hw, 'name')}' was never "
+                                  f"added to the hardware (Io.hw_add_devices or "
                                   f"Io.Dt.add_children(Io.system_bus(), ...))")
-            members.append((str(v["name"]), dev))  # type: ignore[index]
-        specs.append(IoVbusSpec(str(bus["name"]), members, str(bus["where"] or "")))  # type: ignore[index]
+            members.append((str(_get(v, "name")), dev))
+        specs.append(IoVbusSpec(bus_name, members, str(_get(bus, "where") or "")))
     return IoConfig(top, specs, files, notes)

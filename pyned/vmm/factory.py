@@ -329,9 +329,10 @@ def scan(ctx: FactoryContext) -> None:
             continue
         compats = dt.compatible(node)
         factory = _factory_for(dt, node)
-        if factory is not None and not (binder is not None and binder.covers(node)):
+        owned = binder is not None and binder.covers(node)
+        if factory is not None and not owned:
             ctx.build(node)
-        elif factory is not None or not any(c in PASSIVE for c in compats):
+        elif owned or not any(c in PASSIVE for c in compats):
             if dt.raw(node, "reg") is not None or dt.raw(node, "interrupts") is not None \
                     or dt.raw(node, "interrupts-extended") is not None:
                 hardware.append(node)

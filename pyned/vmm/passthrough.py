@@ -41,19 +41,24 @@ if TYPE_CHECKING:
     from pyned.vmm.factory import FactoryContext
 
 
+class Resource(Protocol):
+    id: str          # io's four letters: regN / irqN bind by name
+    start: int
+
+
 class VbusMmio(Protocol):
-    range: MemRange
+    resource: Resource
     device: object
     offset: int
 
     @property
-    def resource(self) -> object: ...
+    def range(self) -> MemRange: ...
 
 
 class VbusDevice(Protocol):
     name: str
     mmio: Sequence[VbusMmio]
-    irqs: Sequence[tuple[object, Irq]]
+    irqs: Sequence[tuple[Resource, Irq]]
 
     def matches(self, name: str) -> bool: ...
 
@@ -86,8 +91,8 @@ class Shifted:
         pass
 
 
-def _res_index(resource: object, prefix: str) -> int | None:
-    rid = str(getattr(resource, "id", ""))
+def _res_index(resource: Resource, prefix: str) -> int | None:
+    rid = resource.id
     if len(rid) == 4 and rid.startswith(prefix) and rid[3].isdigit():
         return int(rid[3])
     return None
@@ -104,8 +109,7 @@ class Binder:
         vm.on_end(lambda _end: vbus.release(vm.name))
         self._assigned: set[int] = set()          # id(VbusDevice) bound by l4vmm,vbus-dev
         self._mapped: list[MemRange] = []
-        self._irqs = {int(getattr(res, "start")): irq for d in vbus.devices
-                      for res, irq in d.irqs}
+        self._irqs = {res.start: irq for d in vbus.devices for res, irq in d.irqs}
 
     @classmethod
     def for_vm(cls, ctx: "FactoryContext") -> "Binder | None":
@@ -177,7 +181,7 @@ class Binder:
             missing = [f"reg {i}" for i in sorted(regs_left)] + [
                 f"interrupt {i}" for i in sorted(irqs_left)]
             raise Unbacked(f"vbus device '{dev.name}' has no resource for {', '.join(missing)}")
-        windows = [self._map(m, f"{dev.name}.{getattr(m.resource, 'id', '')}") for m in maps]
+        windows = [self._map(m, f"{dev.name}.{m.resource.id}") for m in maps]
         for irq, intid in binds:
             self._bind_irq(irq, intid)
         self._assigned.add(id(dev))
@@ -189,7 +193,7 @@ class Binder:
             if id(dev) in self._assigned:
                 continue
             for m in dev.mmio:
-                self._map(m, f"{dev.name}.{getattr(m.resource, 'id', '')}")
+                self._map(m, f"{dev.name}.{m.resource.id}")
 
     def bind_one_to_one(self, node: Node) -> None:
         regs = self.ctx.dt.reg(node)

@@ -153,8 +153,8 @@ vmm.start_vm{{ id = 1, kernel = "rom/hello.elf", fdt = "rom/moved.dts", vbus = b
 
 
 def test_without_a_vbus_the_board_devices_are_disabled(tmp_path):
-    status, b, err = run_script(PRE + f'vmm.start_vm{{ id = 1, kernel = "rom/hello.elf", '
-                                f'fdt = "rom/virt-r82-passthrough.dtb", ext_args = {{ "-v" }} }}\n')
+    status, b, err = run_script(PRE + 'vmm.start_vm{ id = 1, kernel = "rom/hello.elf", '
+                                'fdt = "rom/virt-r82-passthrough.dtb", ext_args = { "-v" } }\n')
     text = b.text("vm1")
     assert err is None and status == 0, text
     assert ("/gpio@9c1a0000: disabled: no virtual device model for arm,pl061, arm,primecell "
@@ -257,7 +257,8 @@ def test_io_refuses_a_configuration_that_gives_hardware_twice_or_that_is_not_the
     ('L4.default_loader:start({ caps = { nobus = L4.default_loader:new_channel():svr() } }, '
      '"rom/io rom/fvp-baser.devs rom/t.io")\n',
      "io: channel 'nobus' names no vbus of the configuration"),
-    ('vmm.start_vm{ id = 1, ' + BLINK + ', vbus = L4.Env.user_factory:create(L4.Proto.Dataspace, 4096) }\n',
+    ('vmm.start_vm{ id = 1, ' + BLINK + ',\n'
+     '  vbus = L4.Env.user_factory:create(L4.Proto.Dataspace, 4096) }\n',
      "capability 'vbus' is not a vbus"),
 ])
 def test_handing_out_a_vbus_wrongly_is_one_clear_error(tmp_path, lua, message):

@@ -19,7 +19,8 @@ class Sink:
 def test_a_line_has_one_owner_and_refuses_a_second():
     irq = Icu(32, 224).line(52)
     irq.bind("vm1", Sink())
-    with pytest.raises(IrqBusy, match="interrupt 52 is bound to vm1 already; it cannot also go to vm2"):
+    with pytest.raises(IrqBusy, match="interrupt 52 is bound to vm1 already; it cannot also "
+                                      "go to vm2"):
         irq.bind("vm2", Sink())
     irq.unbind("vm2")                     # not the owner: nothing happens
     assert irq.owner == "vm1"

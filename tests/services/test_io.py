@@ -1,6 +1,5 @@
 """io's configuration language as pyned reads it, and what io builds from it for the board."""
 
-from pathlib import Path
 
 import pytest
 
