@@ -13,8 +13,8 @@ Figures (issue targets in brackets):
   virtio_console    virtio-console transmit, 4 KiB buffers, 8 in flight
   (the virtio figures are measured by images/virtio.elf with CNTVCT; MB and KB
   are 10^6 and 10^3 bytes)
-  passthrough_mmio  a guest read of a pass-through register (the board's SP804) against
-                    one of an emulated device (the VM's PL011), ns per read
+  passthrough_mmio  a guest read of a pass-through register (the board's SP804 Load)
+                    against one of an emulated device (the VM's PL011 FR), ns per read
   irq_forwarding    board SP804 one-shot expiry to the guest's handler, through the
                     kernel's IRQ object and the virtual GIC (images/ptbench.elf)
   shm_doorbell      round trip of a message between two VMs over shared memory and
