@@ -322,7 +322,6 @@ function Io.add_vbus(name, bus)
     if b.name == name then fail("vbus '" .. tostring(name) .. "' is defined twice") end
   end
   bus.name = tostring(name)
-  bus.where = config_pos()
   vbusses[#vbusses + 1] = bus
 end
 function Io.add_vbusses(busses)

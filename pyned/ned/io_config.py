@@ -117,5 +117,5 @@ def _convert(root: object, vbusses: object, files: list[str], notes: list[str]) 
                                   f"added to the hardware (Io.hw_add_devices or "
                                   f"Io.Dt.add_children(Io.system_bus(), ...))")
             members.append((str(_get(v, "name")), dev))
-        specs.append(IoVbusSpec(bus_name, members, str(_get(bus, "where") or "")))
+        specs.append(IoVbusSpec(bus_name, members))
     return IoConfig(top, specs, files, notes)

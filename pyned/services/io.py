@@ -75,7 +75,6 @@ class IoDevice:
 class IoVbusSpec:
     name: str
     devices: list[tuple[str, IoDevice]]   # (name on the bus, the wrapped hardware device)
-    where: str = ""                       # "file:line: " of its Io.add_vbus
 
 
 @dataclass
