@@ -123,13 +123,28 @@ class GpioBlink:
             self.log(f"button press {self.presses}")
 
     def _run(self) -> None:
+        try:
+            self._blink()
+        except Exception as exc:  # a failing device model ends this program, not the host
+            self._release()
+            self.log(f"failed: {type(exc).__name__}: {exc}")
+            self.channel.mark_dead()
+            self.task.exit(1, f"failed: {exc}")
+            return
+        self._release()
+        if not self._stop.is_set():
+            self.log(f"done after {self.toggles} toggles")
+            self.channel.mark_dead()
+            self.task.exit(0, "done")
+
+    def _blink(self) -> None:
         clock = self.system.clock
         mask_offset = (1 << self.pin) << 2     # GPIODATA, address-masked to the one pin
         start = now_ns()
         level = 0
         while not self._stop.is_set():
             if self.limit is not None and self.toggles >= self.limit:
-                break
+                return
             deadline = start + (self.toggles + 1) * self.period_ns
             handle = clock.at(deadline, self._wake.set)
             while not self._stop.is_set() and now_ns() < deadline:
@@ -140,15 +155,10 @@ class GpioBlink:
                     self._handle_interrupt()
             handle.cancel()
             if self._stop.is_set():
-                break
+                return
             level ^= 1
             self._reg(mask_offset, level << self.pin)
             self.toggles += 1
-        self._release()
-        if not self._stop.is_set():
-            self.log(f"done after {self.toggles} toggles")
-            self.channel.mark_dead()
-            self.task.exit(0, "done")
 
     def kill(self) -> None:
         self._stop.set()
