@@ -109,7 +109,8 @@ end
 -- io: `busses` names the vbusses (keys); each key gets a channel, io serves the
 -- vbus of that name on it, and the table is rewritten to hold the channels for
 -- start_vm{ vbus = ... } or a native program's caps. As uvmm's vmm.lua, io is
--- started with `cmdline` plus rom/<key>.vbus for every bus.
+-- started with `cmdline` plus rom/<key>.vbus for every bus. (uvmm's version warns
+-- without opts.scheduler; pyned's io runs no threads, so there is nothing to warn of.)
 function M.start_io(busses, cmdline, opts)
   if type(busses) ~= "table" then user_error("start_io: expects a table of vbus names") end
   if type(cmdline) ~= "string" then user_error("start_io: the command line must be a string") end

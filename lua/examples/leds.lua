@@ -40,7 +40,7 @@ local function start_vm2(crash)
     :exit_handler(function(code)
       if code == 1 then
         print("vm2 crashed: its LED keeps its state; starting vm2 again in 1 s")
-        L4.sleep(1)
+        L4.sleep(1)   -- holds ned's loop for that second; the VMs and programs run on
         start_vm2(false)
       end
     end)
