@@ -1,7 +1,8 @@
 -- The LED demo, after Kernkonzept's: two VMs each blink their own LED through
 -- pass-through (a GPIO each, handed over by io), and a native program blinks a third.
 -- vm2 crashes itself after 15 toggles (about 3 s): its LED stays as it was while the
--- others keep their rhythm, and the exit handler starts vm2 again a second later.
+-- others keep their rhythm, and the exit handler starts vm2 again a second later (as it
+-- does when vm2 is crashed or killed from outside).
 --   pyned boot lua/examples/leds.lua [SECONDS]          (default: until Ctrl-C)
 --   pyned boot --led-trace leds.svg lua/examples/leds.lua 10
 local L4 = require "L4"
@@ -38,11 +39,12 @@ local function start_vm2(crash)
   vmm.start_vm{ id = 2, kernel = "rom/blink.elf", fdt = "rom/virt-r82-passthrough.dtb",
                 vbus = hw.vm2_hw, cpus = 0x2, bootargs = args }
     :exit_handler(function(code)
-      if code == 1 then
-        print("vm2 crashed: its LED keeps its state; starting vm2 again in 1 s")
-        L4.sleep(1)   -- holds ned's loop for that second; the VMs and programs run on
-        start_vm2(false)
-      end
+      if code == 0 then return end     -- its planned end
+      -- A crash (exit 1), or a kill from the monitor (nil): bring vm2 back.
+      print("vm2 " .. (code and ("crashed (exit " .. code .. ")") or "was killed")
+            .. ": its LED keeps its state; starting vm2 again in 1 s")
+      L4.sleep(1)   -- holds ned's loop for that second; the VMs and programs run on
+      start_vm2(false)
     end)
 end
 start_vm2(true)
