@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from pyned.cpu.engine import patched
 from pyned.cpu.syndrome import SyndromeLayout, probe_syndrome_layout
@@ -51,6 +51,8 @@ class System:
         self.guests: dict[int, Guest] = {}   # by task id: running uvmm instances
         self.journal = Journal()
         self.switches: list[VirtioSwitch] = []
+        # The monitor (pyned.monitor.Monitor, a layer above) once one is started.
+        self.monitor: Any = None
         self._ned_channel = self.cons.create("ned", "")
         self.exact_stops = patched()
         if not self.exact_stops:
@@ -63,6 +65,8 @@ class System:
 
     def shutdown(self) -> None:
         """Kill every task and stop the cores and the clock."""
+        if self.monitor is not None:
+            self.monitor.close()
         for task in self.tasks.alive():
             task.kill()
         self.scheduler.stop()

@@ -185,6 +185,9 @@ class Vcpu:
         # (monotonic time, what, pc, esr): formatted only when a report needs it
         self.recent: collections.deque[tuple[float, str, int, int]] = collections.deque(maxlen=16)
         self.exits: collections.Counter[str] = collections.Counter()
+        # Host time inside emu_start: what the monitor can show of a guest's
+        # work, since Unicorn counts no instructions.
+        self.run_ns = 0
         self._init_el2_el3(midr)
         self.uc.hook_add(UC_HOOK_INTR, self._on_intr)
         if len(sysregs):
@@ -304,12 +307,14 @@ class Vcpu:
         """Run until the guest idles, is stopped, or needs the run loop."""
         self._pending_exit = None
         start = self.pc
+        t0 = time.perf_counter_ns()
         try:
             self.uc.emu_start(start, _UNTIL)
         except UcError as err:
             if self._pending_exit is None:
                 self._pending_exit = Exit(ExitKind.FATAL, self._report(
                     f"emulator error: {err}", self.pc))
+        self.run_ns += time.perf_counter_ns() - t0
         with self._kick_lock:
             kicked, self._kicked = self._kicked, False
         if self._skip_at is not None:
