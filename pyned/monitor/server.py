@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 WORKERS = 8
 SOCKET_NAME = "monitor.sock"
+FOLDER_PREFIX = "pyned-monitor-"   # a private folder per run, in the temp directory
 # A connected channel can die without a word to its readers: look this often.
 ATTACHED_POLL_S = 0.25
 
@@ -158,7 +159,7 @@ class Monitor:
     def folder(self) -> Path:
         """This run's private folder (mode 0700) for the socket and token files."""
         if self._folder is None:
-            self._folder = Path(tempfile.mkdtemp(prefix="pyned-"))
+            self._folder = Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX))
         return self._folder
 
     def listen(self, address: str | Address | None = None,
@@ -308,8 +309,8 @@ class Monitor:
             session.mask = selectors.EVENT_READ
             greeting = TOKEN_GREETING if listener.token else GREETING
             if listener.default_vm and not listener.token:
-                greeting += f"VM commands go to {listener.default_vm}\n"
-            session.send(greeting.encode())
+                greeting += f"; VM commands go to {listener.default_vm}"
+            session.send(greeting.encode() + b"\n")
 
     def _read(self, s: Session) -> None:
         try:
@@ -440,7 +441,10 @@ class Monitor:
         return None
 
     def find_vm_name(self, name: str) -> bool:
-        return self.find_guest(name) is not None
+        """Whether ``name`` is a VM's (or its monitor channel's) name, running or ended."""
+        if self.find_guest(name) is not None:
+            return True
+        return any(t.channel == name and t.name == "uvmm" for t in list(self.system.tasks.tasks))
 
     def vm_names(self) -> list[str]:
         return sorted(g.name for g in list(self.system.guests.values()))

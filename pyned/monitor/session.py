@@ -41,8 +41,8 @@ REPLY_LIMIT = 8 * 1024 * 1024   # replies queued for a client that does not read
 PROMPT = b"pyned> "
 VM_PROMPT = b"monitor> "        # uvmm's prompt on a VM's own monitor channel
 GREETING = ("pyned monitor: type 'help' for the commands, 'quit' to leave; "
-            "programs: send JSON objects, one per line\n")
-TOKEN_GREETING = "pyned monitor: send the access token that pyned boot printed\n"
+            "programs: send JSON objects, one per line")
+TOKEN_GREETING = "pyned monitor: send the access token that pyned boot printed"
 CTRL_E = 0x05
 # cons's Ctrl-E escapes: the byte each one sends to the guest.
 _ESCAPES = {ord("e"): b"\x05", ord("c"): b"\x03", ord("z"): b"\x1a", ord("q"): b"\x1b"}
@@ -313,7 +313,7 @@ class Session:
             self.send_json({"ok": True, "result": "authenticated"})
         else:
             self.mode = "text"
-            self.send(GREETING.encode())
+            self.send(GREETING.encode() + b"\n")
 
     def _error(self, text: str) -> None:
         if self.mode == "json":

@@ -299,7 +299,7 @@ def _sample(vm: Vm) -> dict[str, object]:
     cpus = []
     for t in list(vm.threads):
         v = t.vcpu
-        cpus.append({"cpu": v.index, "run_ns": v.run_ns, "slices": sum(v.exits.values()),
+        cpus.append({"cpu": v.index, "run_ns": v.run_time_ns(), "slices": sum(v.exits.values()),
                      "exits": dict(v.exits), "hypercalls": v.hypercalls,
                      "irqs_taken": t.irqs_taken})
     return {"time": time.monotonic(), "uptime": vm.uptime(), "mmio": vm.bus.accesses,
