@@ -90,6 +90,7 @@ class Connection:
     def __init__(self, addr: Address, token: str | None = None, timeout: float = 120.0) -> None:
         family = socket.AF_UNIX if addr.kind == "unix" else (
             socket.AF_INET6 if ":" in addr.host else socket.AF_INET)
+        self.address = addr
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         target = addr.path if addr.kind == "unix" else (addr.host, addr.port)
@@ -282,8 +283,8 @@ def interactive(conn: Connection) -> int:
     readline.set_completer_delims(" \t")
     readline.set_completer(complete)
     readline.parse_and_bind("tab: complete")
-    print(conn.greeting.decode(errors="replace").replace("programs: send JSON objects, "
-                                                         "one per line", "Ctrl-D leaves"))
+    print(f"pyned monitor at {conn.address}: 'help' lists the commands, Tab completes, "
+          f"Ctrl-D leaves")
     try:
         while True:
             try:

@@ -66,6 +66,9 @@ class Command:
     needs_mon: bool = False
     complete: Completer | None = None
     aliases: tuple[str, ...] = ()
+    # Whether it may block (pause a VM, sleep, wait for a device or an end): such
+    # commands run on a worker thread; all others are answered at once.
+    waits: bool | Callable[[list[str]], bool] = False
 
 
 @dataclass
@@ -82,6 +85,14 @@ class Registry:
         return self.commands.get(self._aliases.get(name, name))
 
     # -- running ----------------------------------------------------------------
+
+    def waits(self, words: list[str]) -> bool:
+        if len(words) > 1 and self.get(words[0]) is None:
+            words = words[1:]  # a VM named first
+        cmd = self.get(words[0]) if words else None
+        if cmd is None:
+            return False
+        return cmd.waits(words[1:]) if callable(cmd.waits) else cmd.waits
 
     def run(self, monitor: Monitor, session: Session | None, words: list[str], *,
             vm: str | None = None, fixed: Guest | None = None, exact: bool = False) -> Reply:

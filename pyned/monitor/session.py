@@ -20,6 +20,7 @@ import collections
 import hmac
 import itertools
 import json
+import re
 import socket
 import threading
 import time
@@ -45,6 +46,7 @@ GREETING = ("pyned monitor: type 'help' for the commands, 'quit' to leave; "
 TOKEN_GREETING = "pyned monitor: send the access token that pyned boot printed"
 CTRL_E = 0x05
 # cons's Ctrl-E escapes: the byte each one sends to the guest.
+_EOL = re.compile(rb"\r\n|\r|\n")
 _ESCAPES = {ord("e"): b"\x05", ord("c"): b"\x03", ord("z"): b"\x1a", ord("q"): b"\x1b"}
 
 
@@ -93,6 +95,7 @@ class Session:
         self._token = listener.token
         self.inbuf = bytearray()
         self.skipping = False          # inside an over-long line: drop up to its newline
+        self._after_cr = False         # the last line ended in CR at the end of the input
         self.awaiting = False          # a command runs: parse no further input yet
         self.closing = False           # close once the queued output is written
         self.closed = False
@@ -250,16 +253,22 @@ class Session:
                 data, self.inbuf = bytes(self.inbuf), bytearray()
                 self._raw_input(data)
                 continue
-            nl = self.inbuf.find(b"\n")
-            if nl < 0:
+            if self._after_cr and self.inbuf[:1] == b"\n":
+                del self.inbuf[:1]  # the LF of a CR LF that arrived in two pieces
+                self._after_cr = False
+                continue
+            # A line ends in LF, CR LF, or CR alone (Enter on a terminal in raw mode).
+            m = _EOL.search(self.inbuf)
+            if m is None:
                 if len(self.inbuf) > MAX_LINE:
                     self.inbuf.clear()
                     if not self.skipping:
                         self.skipping = True
                         self._error(f"line longer than {MAX_LINE} bytes: ignored")
                 return
-            line = bytes(self.inbuf[:nl]).rstrip(b"\r")
-            del self.inbuf[:nl + 1]
+            line = bytes(self.inbuf[:m.start()])
+            self._after_cr = m.group() == b"\r" and m.end() == len(self.inbuf)
+            del self.inbuf[:m.end()]
             if self.skipping:
                 self.skipping = False
                 continue
@@ -287,9 +296,25 @@ class Session:
             if self.mode == "text":
                 self.send(PROMPT)
             return
-        self.awaiting = True
         handler = self._run_json if self.mode == "json" else self._run_text
+        if not self._may_wait(line):
+            # Answered here on the selector thread: no hand-over to a worker and
+            # back, which on a host whose cores run guests costs a wake-up each.
+            handler(line)
+            return
+        self.awaiting = True
         self.jobs.submit(lambda: self._job(handler, line))
+
+    def _may_wait(self, line: str) -> bool:
+        try:
+            if self.mode == "json":
+                req = json.loads(line)
+                words = _request_words(req) if isinstance(req, dict) else []
+            else:
+                words = split_line(line)
+        except (ValueError, CommandError):
+            return False
+        return self.monitor.registry.waits(words)
 
     def _auth(self, line: str) -> None:
         token, as_json = line, False
@@ -567,7 +592,8 @@ class VmMonitor:
             if b in (0x0D, 0x0A):
                 line, self._line = bytes(self._line), bytearray()
                 if echo:
-                    shown += b"\r\n"
+                    self.channel.write(bytes(shown) + b"\r\n")
+                    shown.clear()
                 self._submit(line)
             elif b in (0x08, 0x7F):
                 if self._line:

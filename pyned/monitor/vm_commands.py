@@ -383,7 +383,7 @@ def register(reg: Registry) -> None:
                 ["all", *LEVELS] if w[0] == "set" else ["all"]),
         Command("cpu", "uvmm", "vCPUs: list them, dump registers",
                 "cpu list | cpu N regs | cpu all regs", _cpu, vm=True, needs_mon=True,
-                complete=_cpu_complete),
+                complete=_cpu_complete, waits=lambda args: "regs" in args),
         Command("dev", "uvmm", "devices: list, MMIO map, a device's own commands",
                 "dev list | dev memmap | dev PATH config|queues (virtio devices)", _dev, vm=True,
                 needs_mon=True, complete=_dev_complete),

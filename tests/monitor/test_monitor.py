@@ -76,9 +76,9 @@ def test_uvmm_commands_inspect_running_vms():
         assert "help" in t.greeting
         help_text = t.cmd("help")
         for name in ("list", "connect", "cpu", "dev", "ram", "dt", "gic", "ps", "inject", "stats"):
-            assert re.search(rf"^  {name} ", help_text, re.M), name
+            assert re.search(rf"^  {name} ", help_text, re.MULTILINE), name
         listing = t.cmd("list")
-        assert re.search(r"^vm1 .* key=1 ", listing, re.M) and re.search(r"^mon2 ", listing, re.M)
+        assert re.search(r"^vm1 .* key=1 ", listing, re.MULTILINE) and re.search(r"^mon2 ", listing, re.MULTILINE)
         assert "several VMs run" in t.cmd("cpu list")
         assert re.match(r"cpu0  mpidr 0x0  core \d  (executing|waiting)", t.cmd("vm1 cpu list"))
 
@@ -90,7 +90,7 @@ def test_uvmm_commands_inspect_running_vms():
 
         assert t.cmd("use vm2") == "VM commands go to vm2"
         devs = t.cmd("dev list")
-        assert re.search(r"^/l4vmm@a0000000/virtio@1000 +virtio,mmio +VirtioMmio$", devs, re.M)
+        assert re.search(r"^/l4vmm@a0000000/virtio@1000 +virtio,mmio +VirtioMmio$", devs, re.MULTILINE)
         config = t.cmd("dev virtio@1000 config")
         assert "virtio-console (device id 3)" in config and "DRIVER_OK" in config
         queues = t.cmd("dev /l4vmm@a0000000/virtio@1000 queues")
@@ -108,7 +108,7 @@ def test_uvmm_commands_inspect_running_vms():
         dts = t.cmd("dt")
         assert re.search(r"virtio@2000 \{  /\* disabled by pyned: no capability 'net'", dts)
         assert dts.startswith("/dts-v1/;")
-        assert re.search(r"^\s+27\s+0\s+y\s+\S\s+\S\s+\S\s+0x80 level", t.cmd("vm1 gic"), re.M)
+        assert re.search(r"^\s+27\s+0\s+y\s+\S\s+\S\s+\S\s+0x80 level", t.cmd("vm1 gic"), re.MULTILINE)
         assert t.cmd("verbose show") == "all: warn"
         assert t.cmd("verbose set info") == "all: info" and b.system.guests[2].options.verbosity == 2
         t.close()
@@ -156,6 +156,11 @@ def test_kill_stats_and_the_instruction_count_we_do_not_have():
         c = Connection(Address("unix", path=b.monitor_path()))
         data = c.request("stats")["result"]
         assert data["instructions"] is None and data["vms"][0]["cpus"][0]["run_ns"] > 0
+        assert t.cmd("tail vm1 1") == "busy: started" and "busy: started" in t.cmd("cat vm1")
+        assert t.cmd("hide vm1") == "hidden on pyned's terminal: vm1"
+        assert t.cmd("timestamp vm1 on") == "vm1: timestamps on"
+        assert re.search(r"^vm1 +-T key=1 ", t.cmd("list vm1"), re.MULTILINE)
+        assert not b.system.cons.channels["vm1"].show and b.system.cons.channels["vm1"].timestamp
         assert t.cmd("kill vm1") == "vm1 (task 1) killed"
         assert b.wait() == 0
         assert re.search(r"vm1 +uvmm +killed ", t.cmd("ps"))
@@ -204,7 +209,7 @@ def test_connect_types_into_the_guest_and_ctrl_e_dot_returns():
         assert b.system.cons.channels["vm2"].in_bytes == before + len(b"hello guest\n")
 
         # uvmm's own monitor channel: commands for that VM only, uvmm's prompt.
-        t.sock.sendall(b"connect mon2\n")
+        t.sock.sendall(b"connect mon2\r")        # Enter on a terminal in raw mode
         assert t.until(b"monitor> ").endswith("\r\n")
         t.sock.sendall(b"dev list\n")
         assert "/l4vmm@a0000000/virtio@1000" in t.until(b"monitor> ")
