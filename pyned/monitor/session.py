@@ -225,9 +225,10 @@ class Session:
             self._partial[name] = bytearray(rest[-MAX_LINE:])
         return bytes(out)
 
-    def take_output(self) -> bytes:
+    def take_output(self, most: int = 256 * 1024) -> bytes:
         with self._lock:
-            data, self._out = bytes(self._out), bytearray()
+            data = bytes(self._out[:most])
+            del self._out[:most]
             return data
 
     def unsend(self, data: bytes) -> None:

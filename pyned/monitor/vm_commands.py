@@ -386,7 +386,9 @@ def register(reg: Registry) -> None:
                 complete=_cpu_complete, waits=lambda args: "regs" in args),
         Command("dev", "uvmm", "devices: list, MMIO map, a device's own commands",
                 "dev list | dev memmap | dev PATH config|queues (virtio devices)", _dev, vm=True,
-                needs_mon=True, complete=_dev_complete),
+                needs_mon=True, complete=_dev_complete,
+                # a device's own commands take its lock, which a request may hold a while
+                waits=lambda args: len(args) > 1),
         Command("ram", "uvmm", "RAM dataspaces and a hex dump of guest RAM",
                 "ram ds | ram dump ADDR [N [b|w|d|q]]  (N entries, default 1; width default q)",
                 _ram, vm=True, needs_mon=True,
