@@ -20,7 +20,7 @@ Figures (issue targets in brackets):
                     back to back: median, p99, requests/s
   (both run `pyned boot` as its own process and measure from this one; vm_busy
   is the share of wall time the VMs' vCPUs spent in guest code meanwhile, from
-  the monitor's `stats`)
+  the monitor's `stats`; host_load is the 1-minute load average before a run)
 
 The machine is shared and noisy: read medians, not single runs.
 """
@@ -495,13 +495,14 @@ def _p99(values: list[float]) -> float:
 def _monitor_bench(runs: int, clients: int, samples: int = 500, seconds: float = 5.0) -> dict:
     from pyned.monitor.client import Connection
     from pyned.monitor.server import Address
-    meds, p99s, rates, busy = [], [], [], []
+    meds, p99s, rates, busy, load = [], [], [], [], []
     for _ in range(runs):
+        load.append(os.getloadavg()[0])  # the machine is shared: say how busy it was
         proc, path = _monitor_system(60)
         try:
             conn = Connection(Address("unix", path=path))
-            before = conn.request("stats")["result"]["vms"]
             t0 = time.perf_counter()
+            before = conn.request("stats")["result"]["vms"]
             if clients == 1:
                 lat = []
                 for i in range(samples + 20):
@@ -521,7 +522,7 @@ def _monitor_bench(runs: int, clients: int, samples: int = 500, seconds: float =
         p99s.append(_p99(lat))
     return {"median_ms": statistics.median(meds) * 1e3, "p99_ms": statistics.median(p99s) * 1e3,
             "worst_p99_ms": max(p99s) * 1e3, "req_per_s": statistics.median(rates),
-            "vm_busy": statistics.median(busy)}
+            "vm_busy": statistics.median(busy), "host_load": statistics.median(load)}
 
 
 def monitor_rtt(runs: int) -> dict:

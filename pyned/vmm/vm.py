@@ -446,7 +446,7 @@ class Vm:
             for t in self.threads:
                 if t.executing:
                     t.vcpu.kick()
-            time.sleep(0.001)
+            time.sleep(REKICK_NS / 1e9)
 
     def resume(self) -> None:
         if not self.paused:
