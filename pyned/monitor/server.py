@@ -13,14 +13,12 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
-import secrets
 import selectors
 import shutil
 import socket
 import stat
 import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +33,7 @@ from pyned.monitor.session import (
     TOKEN_GREETING,
     Session,
     VmMonitor,
+    Workers,
 )
 
 if TYPE_CHECKING:
@@ -121,7 +120,7 @@ class Monitor:
         self.registry = Registry()
         system_commands.register(self.registry)
         vm_commands.register(self.registry)
-        self.pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="pyned-monitor-cmd")
+        self.pool = Workers(WORKERS)
         self.listeners: list[Listener] = []
         self.sessions: set[Session] = set()
         self._folder: Path | None = None
@@ -214,7 +213,7 @@ class Monitor:
             raise ConfigError(f"monitor address {addr}: {err.strerror}") from None
         sock.setblocking(False)
         actual = Address("tcp", host=addr.host, port=sock.getsockname()[1])
-        token = secrets.token_urlsafe(24)
+        token = os.urandom(18).hex()
         # Where `pyned monitor` of the same user finds the token.
         token_file = self.folder / f"tcp-{actual.port}.token"
         fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -390,7 +389,7 @@ class Monitor:
             self._close(s)
         for listener in self.listeners:
             listener.close()
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool.shutdown()
         self._sel.close()
         self._wake_r.close()
         self._wake_w.close()

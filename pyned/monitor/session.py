@@ -20,11 +20,11 @@ import collections
 import hmac
 import itertools
 import json
+import queue
 import re
 import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Callable
 
 from pyned.monitor.registry import CommandError, Reply, split_line
@@ -50,10 +50,47 @@ _EOL = re.compile(rb"\r\n|\r|\n")
 _ESCAPES = {ord("e"): b"\x05", ord("c"): b"\x03", ord("z"): b"\x1a", ord("q"): b"\x1b"}
 
 
-class Serial:
-    """Runs jobs one at a time, in order, on the monitor's worker pool."""
+class Workers:
+    """A few threads for commands that may wait; started on first use.
 
-    def __init__(self, pool: ThreadPoolExecutor) -> None:
+    (concurrent.futures would do, but importing it costs pyned boot tens of
+    milliseconds for a monitor that may never get a client.)
+    """
+
+    def __init__(self, count: int) -> None:
+        self._count = count
+        self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._closed = False
+
+    def submit(self, fn: Callable[[], None]) -> None:
+        if self._closed:
+            raise RuntimeError("the monitor is closing")
+        if not self._threads:
+            self._threads = [threading.Thread(target=self._serve, daemon=True,
+                                              name=f"pyned-monitor-cmd{i}")
+                             for i in range(self._count)]
+            for t in self._threads:
+                t.start()
+        self._queue.put(fn)
+
+    def _serve(self) -> None:
+        while True:
+            fn = self._queue.get()
+            if fn is None:
+                return
+            fn()
+
+    def shutdown(self) -> None:
+        self._closed = True
+        for _ in self._threads:
+            self._queue.put(None)
+
+
+class Serial:
+    """Runs jobs one at a time, in order, on the monitor's workers."""
+
+    def __init__(self, pool: Workers) -> None:
         self._pool = pool
         self._lock = threading.Lock()
         self._jobs: collections.deque[Callable[[], None]] = collections.deque()
