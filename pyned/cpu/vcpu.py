@@ -330,7 +330,8 @@ class Vcpu:
             exit_ = Exit(ExitKind.WFI)
         else:
             exit_ = Exit(ExitKind.PREEMPT, kicked)
-        self.exits[exit_.kind.value] += 1
+        # By reason: a stop counts as what it was for (sysreg, unmasked, cpu_off, standby).
+        self.exits[exit_.payload if exit_.kind is ExitKind.STOP else exit_.kind.value] += 1
         return exit_
 
     def run_time_ns(self) -> int:
