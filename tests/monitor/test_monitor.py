@@ -217,8 +217,12 @@ def test_connect_types_into_the_guest_and_ctrl_e_dot_returns():
         assert "Command execution failed: unknown command 'ps'" in t.until(b"monitor> ")
         t.sock.sendall(b"\x05.")
         t.until(b"pyned> ")
+        # The guest ends while connected: back to the prompt; it cannot be connected again.
+        t.sock.sendall(b"connect vm2\n")
+        t.until(b"\r\n")
         b.system.guests[1].kill()
-        assert "connect" in t.cmd("help") and t.cmd("connect vm2").startswith("error: vm2 has ended")
+        assert t.until(b"pyned> ").endswith("[vm2 has ended]\n")
+        assert t.cmd("connect vm2").startswith("error: vm2 has ended")
         t.close()
 
 
