@@ -142,6 +142,4 @@ def _serve_monitor(system: "System", addresses: list[str]) -> None:
 
     monitor = Monitor.of(system)
     for address in [None, *addresses]:
-        listener = monitor.listen(address)
-        token = f" token {listener.token}" if listener.token else ""
-        system.ned_log(f"monitor on {listener.address}{token} (pyned monitor {listener.address})")
+        monitor.serve(address)

@@ -176,6 +176,14 @@ class Monitor:
         self._wake()
         return listener
 
+    def serve(self, address: str | None = None, default_vm: str | None = None) -> Listener:
+        """``listen``, and say where (with the token) on ned's log."""
+        listener = self.listen(address, default_vm)
+        token = f" token {listener.token}" if listener.token else ""
+        scope = f" for {default_vm}" if default_vm else ""
+        self.log(f"monitor on {listener.address}{token}{scope} (pyned monitor {listener.address})")
+        return listener
+
     def _listen_unix(self, addr: Address, default_vm: str | None) -> Listener:
         path = addr.path
         if len(os.fsencode(path)) >= 108:

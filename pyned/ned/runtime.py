@@ -108,11 +108,7 @@ class Ned:
 
         def monitor_listen(address: str, vm: str | None) -> str:
             from pyned.monitor import Monitor  # the layer beside ned; loaded when used
-            listener = Monitor.of(sysm).listen(str(address), vm)
-            token = f" token {listener.token}" if listener.token else ""
-            sysm.ned_log(f"monitor on {listener.address}{token}"
-                         f"{f' for {vm}' if vm else ''} (pyned monitor {listener.address})")
-            return str(listener.address)
+            return str(Monitor.of(sysm).serve(str(address), vm).address)
 
         def task_state(t: Task):
             if t.tid in self._reaped:
