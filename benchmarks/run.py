@@ -432,8 +432,7 @@ def _monitor_system(seconds: int):
 
 
 def _monitor_stop(proc) -> None:
-    import signal
-    proc.send_signal(signal.SIGINT)  # pyned shuts down and removes its private folder
+    proc.terminate()  # pyned shuts down and removes its private folder
     try:
         proc.wait(10)
     except subprocess.TimeoutExpired:

@@ -7,6 +7,7 @@ shows the traceback.
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
 import traceback
@@ -123,6 +124,9 @@ def _boot(args: argparse.Namespace) -> int:
     colour = {"auto": None, "always": True, "never": False}[args.color]
     rom_dirs = ([script.parent] if script else []) + list(args.rom)
     system = System(SystemOptions(board=board, rom_dirs=rom_dirs, colour=colour))
+    # A terminated pyned (CI's timeout, a service manager) still shuts down in order
+    # and removes its monitor's private folder.
+    signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(143))
     try:
         _serve_monitor(system, args.monitor)
         ned = Ned(system, NedOptions(script=script, args=list(args.args),

@@ -27,6 +27,10 @@ if TYPE_CHECKING:
     from pyned.services.uvmm import Guest
 
 
+# How long shutdown waits for the cores to leave their vCPUs.
+SHUTDOWN_WAIT_S = 2.0
+
+
 @dataclass
 class SystemOptions:
     board: Board = field(default_factory=Board)
@@ -70,6 +74,9 @@ class System:
         for task in self.tasks.alive():
             task.kill()
         self.scheduler.stop()
+        # No vCPU may still be inside Unicorn when the process exits: the
+        # interpreter's teardown under a running emulator crashes.
+        self.scheduler.join(SHUTDOWN_WAIT_S)
         self.clock.stop()
         for switch in self.switches:
             switch.close()

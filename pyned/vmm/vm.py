@@ -205,6 +205,7 @@ class Vm:
             self.end = end
         for t in self.threads:
             t.core.remove(t)
+            self._kick_until(t, lambda t=t: not t.executing)  # a kick between slices is lost
         self._finish_if_idle()
 
     def system_exit(self, code: int, reason: str) -> None:
@@ -471,13 +472,14 @@ class Vm:
         thread = self.threads[cpu]
         thread.injections.append(kind)
         if thread.executing:
-            self._kick_until(thread, lambda: not thread.injections or self.paused or self.hung)
+            self._kick_until(thread, lambda: not thread.injections or self.paused or self.hung
+                             or self.end is not None)
         elif thread.powered:
             thread.core.wake(thread)
 
     def _kick_until(self, thread: VcpuThread, done: Callable[[], bool]) -> None:
         """Kick ``thread`` every REKICK_NS until ``done()``: a kick between slices is lost."""
-        if done() or self.end is not None:
+        if done():
             return
         if thread.executing:
             thread.vcpu.kick()
