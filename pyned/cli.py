@@ -136,7 +136,7 @@ def _boot(args: argparse.Namespace) -> int:
         system.shutdown()
 
 
-def _serve_monitor(system: "System", addresses: list[str]) -> None:
+def _serve_monitor(system: System, addresses: list[str]) -> None:
     """The private Unix socket plus every --monitor address; each printed on ned's log."""
     if "off" in addresses:
         if len(addresses) > 1:

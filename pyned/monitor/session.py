@@ -90,8 +90,9 @@ class Workers:
 class Serial:
     """Runs jobs one at a time, in order, on the monitor's workers."""
 
-    def __init__(self, pool: Workers) -> None:
+    def __init__(self, pool: Workers, on_error: Callable[[Exception], None]) -> None:
         self._pool = pool
+        self._on_error = on_error
         self._lock = threading.Lock()
         self._jobs: collections.deque[Callable[[], None]] = collections.deque()
         self._running = False
@@ -114,7 +115,10 @@ class Serial:
                     self._running = False
                     return
                 job = self._jobs.popleft()
-            job()
+            try:
+                job()
+            except Exception as exc:  # a monitor bug: log it, keep serving this client
+                self._on_error(exc)
 
 
 class Session:
@@ -137,7 +141,7 @@ class Session:
         self.closing = False           # close once the queued output is written
         self.closed = False
         self.mask = 0                  # the selector events it is registered for
-        self.jobs = Serial(monitor.pool)
+        self.jobs = Serial(monitor.pool, self._job_failed)
         self._lock = threading.Lock()
         self._out = bytearray()        # ready to write (selector thread writes it)
         # Raw console output per channel, rendered on the selector thread.
@@ -415,6 +419,9 @@ class Session:
 
     # -- commands (worker threads) ------------------------------------------------
 
+    def _job_failed(self, exc: Exception) -> None:
+        self.monitor.log(f"monitor: {self.label}: {type(exc).__name__}: {exc}")
+
     def _job(self, handler: Callable[[str], None], line: str) -> None:
         try:
             handler(line)
@@ -438,6 +445,10 @@ class Session:
         rid = None
         try:
             req = json.loads(line)
+        except ValueError as err:
+            self.send_json({"id": None, "ok": False, "error": f"not JSON: {err}"})
+            return
+        try:
             if not isinstance(req, dict):
                 raise CommandError("a request is a JSON object")
             rid = req.get("id")
@@ -448,8 +459,6 @@ class Session:
             exact = isinstance(req.get("command"), list) or "args" in req
             reply = self.monitor.run(self, words, vm=vm, exact=exact)
             self.send_json({"id": rid, "ok": True, "result": reply.data, "text": reply.text})
-        except ValueError as err:
-            self.send_json({"id": rid, "ok": False, "error": f"not JSON: {err}"})
         except CommandError as err:
             self.send_json({"id": rid, "ok": False, "error": str(err)})
         except Exception as exc:
@@ -619,7 +628,8 @@ class VmMonitor:
         self.channel = channel
         self.guest = guest
         self._line = bytearray()
-        self.jobs = Serial(monitor.pool)
+        self.jobs = Serial(monitor.pool, lambda exc: monitor.log(
+            f"monitor: {channel.name}: {type(exc).__name__}: {exc}"))
 
     def feed(self, data: bytes) -> int:
         # A terminal in raw mode sends keys one by one and wants them echoed; a
