@@ -276,11 +276,22 @@ class Monitor:
                 elif isinstance(obj, Listener):
                     self._accept(obj)
                 else:
-                    if mask & selectors.EVENT_READ:
-                        self._read(obj)
-                    if mask & selectors.EVENT_WRITE and not obj.closed:
-                        self._write(obj)
+                    self._guarded(obj, lambda s=obj, m=mask: self._ready(s, m))
             self._service()
+
+    def _ready(self, s: Session, mask: int) -> None:
+        if mask & selectors.EVENT_READ:
+            self._read(s)
+        if mask & selectors.EVENT_WRITE and not s.closed:
+            self._write(s)
+
+    def _guarded(self, s: Session, fn: Callable[[], None]) -> None:
+        """A monitor bug in one session closes that session, never the server."""
+        try:
+            fn()
+        except Exception as exc:
+            self.log(f"monitor: {s.label}: internal error {type(exc).__name__}: {exc}; closed")
+            self._close(s)
 
     def _service(self) -> None:
         with self._lock:
@@ -294,10 +305,13 @@ class Monitor:
             if close:
                 self._close(session)
                 continue
-            session.render()
-            if resume:
-                session.process()
-            self._write(session)
+            self._guarded(session, lambda s=session, r=resume: self._refresh(s, r))
+
+    def _refresh(self, s: Session, resume: bool) -> None:
+        s.render()
+        if resume:
+            s.process()
+        self._write(s)
 
     def _accept(self, listener: Listener) -> None:
         for _ in range(64):
