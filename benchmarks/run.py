@@ -19,6 +19,14 @@ Figures (issue targets in brackets):
                     kernel's IRQ object and the virtual GIC (images/ptbench.elf)
   shm_doorbell      round trip of a message between two VMs over shared memory and
                     l4vmm,virq doorbells (images/shm.elf)
+  monitor_rtt       monitor command round trip (JSON lines over the Unix socket,
+                    a mix of list/ps/cpu list/dev memmap/cpu regs) while two VMs
+                    compute flat out on both cores: median, p99  [p99 < 10 ms]
+  monitor_50        the same with 50 clients connected, each sending requests
+                    back to back: median, p99, requests/s
+  (both run `pyned boot` as its own process and measure from this one; vm_busy
+  is the share of wall time the VMs' vCPUs spent in guest code meanwhile, from
+  the monitor's `stats`; host_load is the 1-minute load average before a run)
 
 The machine is shared and noisy: read medians, not single runs.
 """
@@ -473,13 +481,143 @@ def shm_doorbell(runs: int, rounds: int = 500) -> dict:
             "target": "(none)", "ok": True}
 
 
+# -- monitor ------------------------------------------------------------------
+
+_MONITOR_MIX = ["list", "ps", "vm1 cpu list", "vm2 dev memmap", "vm1 cpu 0 regs"]
+
+
+def _monitor_system(seconds: int):
+    """`pyned boot` with two busy VMs on both cores; returns (process, socket path)."""
+    body = "".join(f'vmm.start_vm{{ id = {i}, kernel = "rom/busy.elf", fdt = "rom/virt-r82.dtb", '
+                   f'cpus = {1 << (i - 1):#x}, bootargs = "seconds={seconds}" }}\n'
+                   for i in (1, 2))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "pyned", "boot", "--color=never",
+                             str(_script(body))], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            env=env, cwd=ROOT)
+    assert proc.stdout is not None
+    path, started = None, 0
+    while path is None or started < 2:
+        line = proc.stdout.readline().decode(errors="replace")
+        if not line:
+            raise RuntimeError("pyned ended before its VMs started")
+        m = re.search(r"monitor on unix:(\S+)", line)
+        path = m.group(1) if m else path
+        started += "busy: started" in line
+    return proc, path
+
+
+def _monitor_stop(proc) -> None:
+    proc.terminate()  # pyned shuts down and removes its private folder
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def _busy_share(conn, before: dict, seconds: float) -> float:
+    after = conn.request("stats")["result"]["vms"]
+    ns = {v["vm"]: sum(c["run_ns"] for c in v["cpus"]) for v in after}
+    spent = [ns[v["vm"]] - sum(c["run_ns"] for c in v["cpus"]) for v in before]
+    return statistics.mean(spent) / 1e9 / seconds
+
+
+def _closed_loop(path: str, clients: int, seconds: float) -> tuple[list[float], int]:
+    """``clients`` connections, each sending its next request when the last is answered."""
+    import json
+    import selectors
+    import socket
+    sel = selectors.DefaultSelector()
+    state = {}
+    for i in range(clients):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(path)
+        s.recv(4096)  # the greeting
+        s.setblocking(False)
+        state[s] = {"buf": b"", "t0": 0.0, "n": i}
+        sel.register(s, selectors.EVENT_READ)
+    lat: list[float] = []
+
+    def send(s) -> None:
+        st = state[s]
+        cmd = _MONITOR_MIX[st["n"] % len(_MONITOR_MIX)]
+        st["n"] += 1
+        st["t0"] = time.perf_counter()
+        s.sendall(json.dumps({"command": cmd}).encode() + b"\n")
+
+    for s in state:
+        send(s)
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        for key, _ in sel.select(0.5):
+            s = key.fileobj
+            st = state[s]
+            st["buf"] += s.recv(1 << 20)
+            while b"\n" in st["buf"]:
+                line, st["buf"] = st["buf"].split(b"\n", 1)
+                assert json.loads(line)["ok"], line
+                lat.append(time.perf_counter() - st["t0"])
+                send(s)
+    for s in state:
+        s.close()
+    return lat, len(lat)
+
+
+def _p99(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100)[98]
+
+
+def _monitor_bench(runs: int, clients: int, samples: int = 500, seconds: float = 5.0) -> dict:
+    from pyned.monitor.client import Connection
+    from pyned.monitor.server import Address
+    meds, p99s, rates, busy, load = [], [], [], [], []
+    for _ in range(runs):
+        load.append(os.getloadavg()[0])  # the machine is shared: say how busy it was
+        proc, path = _monitor_system(60)
+        try:
+            conn = Connection(Address("unix", path=path))
+            t0 = time.perf_counter()
+            before = conn.request("stats")["result"]["vms"]
+            if clients == 1:
+                lat = []
+                for i in range(samples + 20):
+                    t = time.perf_counter()
+                    assert conn.request(_MONITOR_MIX[i % len(_MONITOR_MIX)])["ok"]
+                    if i >= 20:  # the first ones warm up caches and the worker pool
+                        lat.append(time.perf_counter() - t)
+                rates.append(len(lat) / (time.perf_counter() - t0))
+            else:
+                lat, n = _closed_loop(path, clients, seconds)
+                rates.append(n / seconds)
+            busy.append(_busy_share(conn, before, time.perf_counter() - t0))
+            conn.close()
+        finally:
+            _monitor_stop(proc)
+        meds.append(statistics.median(lat))
+        p99s.append(_p99(lat))
+    return {"median_ms": statistics.median(meds) * 1e3, "p99_ms": statistics.median(p99s) * 1e3,
+            "worst_p99_ms": max(p99s) * 1e3, "req_per_s": statistics.median(rates),
+            "vm_busy": statistics.median(busy), "host_load": statistics.median(load)}
+
+
+def monitor_rtt(runs: int) -> dict:
+    res = _monitor_bench(runs, 1)
+    return {**res, "target": "p99 < 10 ms", "ok": res["p99_ms"] < 10}
+
+
+def monitor_50(runs: int) -> dict:
+    res = _monitor_bench(runs, 50)
+    return {**res, "target": "(none)", "ok": True}
+
+
 BENCHES = {"boot_first_byte": boot_first_byte, "compute_ratio": compute_ratio,
            "null_hypercall": null_hypercall, "sysreg_trap": sysreg_trap,
            "injected_irq": injected_irq, "timer_latency": timer_latency,
            "idle_cpu": idle_cpu, "virtio_blk_read": virtio_blk_read,
            "virtio_blk_write": virtio_blk_write, "virtio_net": virtio_net,
            "virtio_console": virtio_console, "passthrough_mmio": passthrough_mmio,
-           "irq_forwarding": irq_forwarding, "shm_doorbell": shm_doorbell}
+           "irq_forwarding": irq_forwarding, "shm_doorbell": shm_doorbell,
+           "monitor_rtt": monitor_rtt, "monitor_50": monitor_50}
 
 
 def main() -> int:

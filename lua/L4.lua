@@ -56,6 +56,13 @@ L4.Info = {
 function L4.sleep(s) native(N.sleep_ms, math.floor((tonumber(s) or 0) * 1000)) end
 function L4.msleep(ms) native(N.sleep_ms, tonumber(ms) or 0) end
 
+-- pyned: serve the monitor on an address ("unix:PATH", "tcp:127.0.0.1:PORT");
+-- `vm` names the VM its VM commands go to. Returns the address served.
+function L4.monitor_listen(address, vm)
+  if type(address) ~= "string" then user_error("monitor_listen: address must be a string") end
+  return native(N.monitor_listen, address, vm and tostring(vm) or nil)
+end
+
 ---------------------------------------------------------------------------
 -- CPU sets: a bit per platform core.
 local Cpu_set = {}

@@ -195,10 +195,17 @@ function M.start_vm(options)
                                   jdb = options.jdb and L4.Env.jdb or nil },
                                 options.ext_caps)
 
+  -- mon: nil/true is the VM's monitor channel "monN" (reached with 'connect monN'),
+  -- false turns the monitor off; a string is uvmm_cli (pyned monitor is its
+  -- counterpart) or an address on which to serve the monitor for this VM.
+  local mon_address
   if options.mon ~= false then
-    if type(options.mon) == "string" then
-      user_error("start_vm: mon = '" .. options.mon .. "': a separate monitor client is not "
-                 .. "available in pyned; use mon = true (the default)")
+    if type(options.mon) == "string" and options.mon ~= "uvmm_cli" then
+      if not options.mon:match("^unix:") and not options.mon:match("^tcp:") then
+        user_error("start_vm: mon = '" .. options.mon .. "': give true, false, \"uvmm_cli\", "
+                   .. "\"unix:PATH\" or \"tcp:127.0.0.1:PORT\"")
+      end
+      mon_address = options.mon
     end
     caps.mon = M.loader.log_fab:create(L4.Proto.Log, "mon" .. tostring(nr), "g")
   end
@@ -212,7 +219,9 @@ function M.start_vm(options)
   end
   if not opts.scheduler then M.set_sched(opts, options.prio, options.cpus) end
 
-  return M.loader:startv(opts, "rom/uvmm", table.unpack(cmdline))
+  local task = M.loader:startv(opts, "rom/uvmm", table.unpack(cmdline))
+  if mon_address then L4.monitor_listen(mon_address, nr and ("vm" .. tostring(nr)) or nil) end
+  return task
 end
 
 return M

@@ -7,6 +7,7 @@ shows the traceback.
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
 import traceback
@@ -33,12 +34,25 @@ def _boot_parser(sub: argparse._SubParsersAction) -> None:
                    help="add a folder to the rom/ search path")
     p.add_argument("--cores", type=int, default=None, help="number of platform cores (default 2)")
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    p.add_argument("--monitor", action="append", default=[], metavar="ADDR",
+                   help="also serve the monitor on ADDR: tcp:127.0.0.1:PORT (loopback, with a "
+                        "token) or unix:PATH; 'off': no monitor (default: a private Unix socket)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("--led-trace", type=Path, metavar="FILE",
                    help="at the end, write the board LEDs' timeline with the VMs' starts and "
                         "crashes: FILE.svg (a plot), .csv or .json")
     p.add_argument("script", nargs="?", type=Path, help="the Lua script")
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script (arg table)")
+
+
+def _monitor_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("monitor", help="the monitor's client: consoles, inspection, control")
+    p.add_argument("address", nargs="?",
+                   help="unix:PATH or tcp:127.0.0.1:PORT (default: the running pyned's)")
+    p.add_argument("-c", "--command", action="append", default=[], metavar="CMD", dest="commands",
+                   help="run CMD and exit (repeatable)")
+    p.add_argument("--token", help="the token of a TCP monitor")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def _unicorn_parser(sub: argparse._SubParsersAction) -> None:
@@ -70,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pyned", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _boot_parser(sub)
+    _monitor_parser(sub)
     _unicorn_parser(sub)
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False)
@@ -78,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
             return _boot(args)
         if args.command == "unicorn":
             return _unicorn(args)
+        if args.command == "monitor":
+            from pyned.monitor import client
+            return client.main(args.address, args.commands, args.token)
     except PynedError as err:
         if debug:
             traceback.print_exc()
@@ -109,7 +127,11 @@ def _boot(args: argparse.Namespace) -> int:
     colour = {"auto": None, "always": True, "never": False}[args.color]
     rom_dirs = ([script.parent] if script else []) + list(args.rom)
     system = System(SystemOptions(board=board, rom_dirs=rom_dirs, colour=colour))
+    # A terminated pyned (CI's timeout, a service manager) still shuts down in order
+    # and removes its monitor's private folder.
+    signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(143))
     try:
+        _serve_monitor(system, args.monitor)
         ned = Ned(system, NedOptions(script=script, args=list(args.args),
                                      execute=list(args.execute), mode=mode, debug=args.debug))
         return ned.run()
@@ -138,3 +160,16 @@ def _write_led_trace(system: "System", path: Path, script: Path | None) -> None:
         print(f"pyned: {path}: cannot write the LED trace: {err.strerror}", file=sys.stderr)
         return
     print(f"pyned: LED timeline ({len(events)} changes) written to {path}", file=sys.stderr)
+
+
+def _serve_monitor(system: System, addresses: list[str]) -> None:
+    """The private Unix socket plus every --monitor address; each printed on ned's log."""
+    if "off" in addresses:
+        if len(addresses) > 1:
+            raise PynedError("--monitor off excludes other --monitor addresses")
+        return
+    from pyned.monitor import Monitor
+
+    monitor = Monitor.of(system)
+    for address in [None, *addresses]:
+        monitor.serve(address)

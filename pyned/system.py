@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from pyned.cpu.engine import patched
 from pyned.cpu.syndrome import SyndromeLayout, probe_syndrome_layout
@@ -27,6 +27,10 @@ from pyned.services.switch import VirtioSwitch
 
 if TYPE_CHECKING:
     from pyned.services.uvmm import Guest
+
+
+# How long shutdown waits for the cores to leave their vCPUs.
+SHUTDOWN_WAIT_S = 2.0
 
 
 @dataclass
@@ -56,6 +60,8 @@ class System:
         self.guests: dict[int, Guest] = {}   # by task id: running uvmm instances
         self.journal = Journal()
         self.switches: list[VirtioSwitch] = []
+        # The monitor (pyned.monitor.Monitor, a layer above) once one is started.
+        self.monitor: Any = None
         self._ned_channel = self.cons.create("ned", "")
         self.exact_stops = patched()
         if not self.exact_stops:
@@ -68,9 +74,14 @@ class System:
 
     def shutdown(self) -> None:
         """Kill every task and stop the cores and the clock."""
+        if self.monitor is not None:
+            self.monitor.close()
         for task in self.tasks.alive():
             task.kill()
         self.scheduler.stop()
+        # No vCPU may still be inside Unicorn when the process exits: the
+        # interpreter's teardown under a running emulator crashes.
+        self.scheduler.join(SHUTDOWN_WAIT_S)
         self.clock.stop()
         for switch in self.switches:
             switch.close()

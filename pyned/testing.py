@@ -73,6 +73,7 @@ class Booted:
                                                execute=list(execute or []), mode=mode))
         self.status: int | None = None
         self.error: BaseException | None = None
+        self._monitor_path: str | None = None
         self._thread = threading.Thread(target=self._run, name="pyned-test-ned", daemon=True)
 
     def _run(self) -> None:
@@ -112,6 +113,13 @@ class Booted:
         if m is None:
             raise AssertionError(f"{name}: no {pattern!r} within {timeout}s; got:\n{ch.text()}")
         return m.group(0)
+
+    def monitor_path(self) -> str:
+        """The Unix socket of this system's monitor, served from the first call on."""
+        if self._monitor_path is None:
+            from pyned.monitor import Monitor  # a layer above the system
+            self._monitor_path = Monitor.of(self.system).listen().address.path
+        return self._monitor_path
 
     def text(self, name: str) -> str:
         return self.system.cons.channels[name].text()

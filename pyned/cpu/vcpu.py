@@ -188,6 +188,10 @@ class Vcpu:
         # (monotonic time, what, pc, esr): formatted only when a report needs it
         self.recent: collections.deque[tuple[float, str, int, int]] = collections.deque(maxlen=16)
         self.exits: collections.Counter[str] = collections.Counter()
+        # Host time inside emu_start: what the monitor can show of a guest's
+        # work, since Unicorn counts no instructions.
+        self.run_ns = 0
+        self._run_since = 0
         self._init_el2_el3(midr)
         self.uc.hook_add(UC_HOOK_INTR, self._on_intr)
         if len(sysregs):
@@ -328,12 +332,15 @@ class Vcpu:
         """Run until the guest idles, is stopped, or needs the run loop."""
         self._pending_exit = None
         start = self.pc
+        self._run_since = time.perf_counter_ns()
         try:
             self.uc.emu_start(start, _UNTIL)
         except UcError as err:
             if self._pending_exit is None:
                 self._pending_exit = Exit(ExitKind.FATAL, self._report(
                     f"emulator error: {err}", self.pc))
+        self.run_ns += time.perf_counter_ns() - self._run_since
+        self._run_since = 0
         with self._kick_lock:
             kicked, self._kicked = self._kicked, False
         if self._skip_at is not None:
@@ -347,8 +354,18 @@ class Vcpu:
             exit_ = Exit(ExitKind.WFI)
         else:
             exit_ = Exit(ExitKind.PREEMPT, kicked)
-        self.exits[exit_.kind.value] += 1
+        # By reason: a stop counts as what it was for (sysreg, unmasked, cpu_off, standby).
+        self.exits[exit_.payload if exit_.kind is ExitKind.STOP else exit_.kind.value] += 1
         return exit_
+
+    def run_time_ns(self) -> int:
+        """Host time spent inside the emulator so far, the running slice included (any thread).
+
+        A vCPU alone on its core can stay in one slice for seconds. Read from
+        another thread, the sum may briefly miss a slice that just ended.
+        """
+        total, since = self.run_ns, self._run_since
+        return total + (time.perf_counter_ns() - since if since else 0)
 
     def watch_unmask(self, daif_bits: int) -> bool:
         """Stop right after the guest's next ``msr daifclr`` that clears ``daif_bits``.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 from enum import Enum
 from typing import Protocol
 
@@ -185,3 +186,9 @@ class Scheduler:
     def stop(self) -> None:
         for core in self.cores:
             core.stop()
+
+    def join(self, timeout: float) -> None:
+        """Wait (up to ``timeout`` in all) until no core runs a thread any more."""
+        deadline = time.monotonic() + timeout
+        for core in self.cores:
+            core._thread.join(max(0.0, deadline - time.monotonic()))

@@ -114,6 +114,10 @@ class Ned:
                 self.lua.execute("collectgarbage('collect')")
                 return sysm.memory.allocate(size, align_bits=int(align), fixed=addr, name="ds")
 
+        def monitor_listen(address: str, vm: str | None) -> str:
+            from pyned.monitor import Monitor  # the layer beside ned; loaded when used
+            return str(Monitor.of(sysm).serve(str(address), vm).address)
+
         def task_state(t: Task):
             if t.tid in self._reaped:
                 return None
@@ -169,6 +173,7 @@ class Ned:
                 err, BaseException),
             "error_text": lambda err: str(err.args[0]) if isinstance(err, BaseException)
             and err.args else str(err),
+            "monitor_listen": monitor_listen,
             "task_state": task_state,
             "task_exit_code": task_exit_code,
             "task_wait": task_wait,

@@ -70,8 +70,14 @@ class Channel:
             self.cons._emit(self, data)
 
     def subscribe(self, fn: Callable[[bytes], None]) -> None:
+        """Call ``fn`` with every write, on the writer's thread (a vCPU): it must not block."""
         with self._cond:
             self._listeners.append(fn)
+
+    def unsubscribe(self, fn: Callable[[bytes], None]) -> None:
+        with self._cond:
+            if fn in self._listeners:
+                self._listeners.remove(fn)
 
     def text(self) -> str:
         with self._cond:

@@ -37,6 +37,7 @@ def start(system: "System", spec: StartSpec) -> Task:
         raise ConfigError(f"{spec.program}: not a program pyned can start "
                           f"(built-in programs: {', '.join('rom/' + p for p in PROGRAMS)})")
     task = system.tasks.create(name)
+    task.channel = spec.log.name if spec.log is not None else None
     try:
         service(system, task, spec)
     except BaseException:

@@ -16,6 +16,7 @@ from pyned.devices.virtio.mmio import DeviceStatus, VirtioMmio
 from pyned.errors import ConfigError, PynedError
 from pyned.kernel.task import Task
 from pyned.services.gate import IpcGate
+from pyned.services.cons import Channel
 from pyned.services.spec import StartSpec
 from pyned.vmm.builder import BuildInputs, build_vm
 from pyned.vmm.options import LEVELS, parse_uvmm_args
@@ -45,6 +46,7 @@ class Guest:
         self.options = parse_uvmm_args(spec.args)
         self.channel = spec.log or system.cons.create(f"uvmm{task.tid}", "w")
         self.name = self.channel.name
+        task.channel = self.name
         self.prio = spec.scheduler.prio if spec.scheduler else 0
         cpus = spec.scheduler.cpus if spec.scheduler else (1 << system.board.cores) - 1
         self.cores = [c for c in system.scheduler.cores if cpus >> c.index & 1]
@@ -103,7 +105,7 @@ class Guest:
             return
         self._report(end)
         self.system.guests.pop(self.task.tid, None)
-        self.channel.mark_dead()
+        self._mark_dead()
         self.task.exit(end.code, end.reason, killed=end.killed)
         self.system.ned_log(f"{self.name} "
                             f"{'killed' if end.killed else f'exited with {end.code:#x}'}"
@@ -123,6 +125,13 @@ class Guest:
             far=fault.far if fault else None, restarts=self.restarts,
             console=tuple(self.console_tail()))
 
+    def _mark_dead(self) -> None:
+        """The program is gone: so are its console and its monitor channel, as cons shows."""
+        self.channel.mark_dead()
+        mon = self.spec.caps.get("mon")
+        if isinstance(mon, Channel):
+            mon.mark_dead()
+
     def console_tail(self, lines: int = JOURNAL_CONSOLE_LINES) -> list[str]:
         return self.channel.text().splitlines()[-lines:]
 
@@ -137,7 +146,7 @@ class Guest:
             self.system.journal.record(self.name, "crash", cause=f"restart failed: {err}",
                                        code=FATAL_EXIT, restarts=self.restarts)
             self.system.guests.pop(self.task.tid, None)
-            self.channel.mark_dead()
+            self._mark_dead()
             self.task.exit(FATAL_EXIT, f"restart failed: {err}")
             return
         self.vm.start()

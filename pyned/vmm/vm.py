@@ -206,6 +206,7 @@ class Vm:
             self.end = end
         for t in self.threads:
             t.core.remove(t)
+            self._kick_until(t, lambda t=t: not t.executing)  # a kick between slices is lost
         self._finish_if_idle()
 
     def system_exit(self, code: int, reason: str) -> None:
@@ -441,12 +442,13 @@ class Vm:
         so that registers read afterwards are a consistent snapshot.
         """
         self.paused = True
-        for t in self.threads:
-            if t.executing:
-                t.vcpu.kick()
         deadline = time.monotonic() + PAUSE_WAIT_S
         while self._executing and time.monotonic() < deadline:
-            time.sleep(0.001)
+            # A stop asked for while the vCPU is between two slices is lost: ask again.
+            for t in self.threads:
+                if t.executing:
+                    t.vcpu.kick()
+            time.sleep(REKICK_NS / 1e9)
 
     def resume(self) -> None:
         if not self.paused:
@@ -466,15 +468,23 @@ class Vm:
         if kind == Injection.HANG:
             self.hung = True
             for t in self.threads:
-                if t.executing:
-                    t.vcpu.kick()
+                self._kick_until(t, lambda t=t: not t.executing)
             return
         thread = self.threads[cpu]
         thread.injections.append(kind)
         if thread.executing:
-            thread.vcpu.kick()
+            self._kick_until(thread, lambda: not thread.injections or self.paused or self.hung
+                             or self.end is not None)
         elif thread.powered:
             thread.core.wake(thread)
+
+    def _kick_until(self, thread: VcpuThread, done: Callable[[], bool]) -> None:
+        """Kick ``thread`` every REKICK_NS until ``done()``: a kick between slices is lost."""
+        if done():
+            return
+        if thread.executing:
+            thread.vcpu.kick()
+        self.clock.after(REKICK_NS, lambda: self._kick_until(thread, done))
 
     def _deliver_injections(self, thread: VcpuThread) -> bool:
         """Take queued injections on this vCPU; False when the VM halted instead."""
