@@ -299,7 +299,8 @@ def _sample(vm: Vm) -> dict[str, object]:
     cpus = []
     for t in list(vm.threads):
         v = t.vcpu
-        cpus.append({"cpu": v.index, "run_ns": v.run_time_ns(), "slices": sum(v.exits.values()),
+        cpus.append({"cpu": v.index, "run_ns": v.run_time_ns(), "insns": v.instructions,
+                     "slices": sum(v.exits.values()),
                      "exits": dict(v.exits), "hypercalls": v.hypercalls,
                      "irqs_taken": t.irqs_taken})
     return {"time": time.monotonic(), "uptime": vm.uptime(), "mmio": vm.bus.accesses,
@@ -312,7 +313,8 @@ def _delta(a: dict, b: dict) -> dict:
     out["cpus"] = []
     for ca, cb in zip(a["cpus"], b["cpus"]):
         exits = {k: cb["exits"].get(k, 0) - ca["exits"].get(k, 0) for k in cb["exits"]}
-        out["cpus"].append(dict(cb, run_ns=cb["run_ns"] - ca["run_ns"],
+        insns = None if cb["insns"] is None else cb["insns"] - ca["insns"]
+        out["cpus"].append(dict(cb, run_ns=cb["run_ns"] - ca["run_ns"], insns=insns,
                                 slices=cb["slices"] - ca["slices"], exits=exits,
                                 hypercalls=cb["hypercalls"] - ca["hypercalls"],
                                 irqs_taken=cb["irqs_taken"] - ca["irqs_taken"]))
@@ -330,15 +332,18 @@ def _stats_text(name: str, s: dict, window: bool) -> str:
         lines.append(f"  cpu{c['cpu']}: in guest code {c['run_ns'] / 1e9:.3f}s "
                      f"({100 * c['run_ns'] / 1e9 / span:.1f}% of one host core), "
                      f"slices {c['slices']} ({c['slices'] / span:.0f}/s)")
+        if c["insns"] is not None:
+            lines.append(f"        instructions {c['insns']} ({c['insns'] / span / 1e6:.1f} M/s)")
         lines.append(f"        exits: {exits or 'none'}; hypercalls {c['hypercalls']} "
                      f"({c['hypercalls'] / span:.0f}/s), interrupts taken {c['irqs_taken']} "
                      f"({c['irqs_taken'] / span:.0f}/s)")
     return "\n".join(lines)
 
 
-INSTRUCTIONS_NOTE = ("instructions/s: not counted: Unicorn has no instruction counter, and a "
-                     "per-instruction hook would slow every guest many-fold; 'in guest code' is "
-                     "host time inside the emulator")
+# Stock Unicorn counts nothing, and a per-instruction hook would slow every
+# guest many-fold; the patched engine counts per translation block.
+INSTRUCTIONS_NOTE = ("instructions/s: not counted on stock Unicorn (build the patched engine: "
+                     "'pyned unicorn build'); 'in guest code' is host time inside the emulator")
 
 
 def _stats(ctx: Context, args: list[str]) -> Reply:
@@ -367,8 +372,10 @@ def _stats(ctx: Context, args: list[str]) -> Reply:
         s = _delta(s0, _sample(vm)) if window else dict(s0, seconds=0.0)
         texts.append(_stats_text(g.name, s, bool(window)))
         data.append(dict(s, vm=g.name, window=bool(window)))
-    return Reply("\n".join(texts + [INSTRUCTIONS_NOTE]),
-                 {"vms": data, "instructions": None, "note": INSTRUCTIONS_NOTE})
+    counted = all(c["insns"] is not None for d in data for c in d["cpus"])
+    note = [] if counted else [INSTRUCTIONS_NOTE]
+    return Reply("\n".join(texts + note),
+                 {"vms": data, "instructions": counted, "note": " ".join(note)})
 
 
 # -- session -----------------------------------------------------------------
