@@ -7,9 +7,10 @@ are fully independent.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Callable
 
 from pyned.cpu.engine import patched
 from pyned.cpu.syndrome import SyndromeLayout, probe_syndrome_layout
@@ -51,6 +52,8 @@ class System:
         self.guests: dict[int, Guest] = {}   # by task id: running uvmm instances
         self.journal = Journal()
         self.switches: list[VirtioSwitch] = []
+        self._helpers: list[threading.Thread] = []
+        self._helpers_lock = threading.Lock()
         self._ned_channel = self.cons.create("ned", "")
         self.exact_stops = patched()
         if not self.exact_stops:
@@ -61,10 +64,22 @@ class System:
     def ned_log(self, text: str) -> None:
         self._ned_channel.write(text.encode() + b"\n")
 
+    def spawn(self, name: str, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on a short-lived helper thread (a VM being rebuilt) that
+        ``shutdown`` waits for."""
+        thread = threading.Thread(target=fn, name=name, daemon=True)
+        with self._helpers_lock:
+            thread.start()
+            self._helpers = [t for t in self._helpers if t.is_alive()] + [thread]
+
     def shutdown(self) -> None:
         """Kill every task and stop the cores and the clock."""
         for task in self.tasks.alive():
             task.kill()
+        with self._helpers_lock:
+            helpers = list(self._helpers)
+        for thread in helpers:
+            thread.join(5.0)
         self.scheduler.stop()
         self.clock.stop()
         for switch in self.switches:
