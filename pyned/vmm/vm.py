@@ -2,9 +2,17 @@
 
 The run loop of a vCPU maps every exit to a handler (``_EXIT_HANDLERS``).
 Nothing a guest does raises into the host: a fault the guest cannot take, a
-stage-2 fault or a failing device model ends this VM with exit code 1 and a
-``FaultReport``; other VMs are separate objects on their own threads and
-never notice.
+fetch outside its memory or a failing device model ends this VM with exit
+code 1 and a ``FaultReport``; other VMs are separate objects on their own
+threads and never notice. A data access outside the VM's memory and devices
+is resolved by uvmm's fault mode (``--fault-mode``): ``ignore`` (the default:
+a load reads 0, the instruction is skipped, a warning names it), ``halt``
+(fatal) or ``inject`` (a synchronous external abort the guest takes).
+A fetch cannot be skipped, so outside ``inject`` it is always fatal.
+
+Two detectors end a VM that stops making progress: the SBSA watchdog device
+(the guest's own, WS1 resets the VM with uvmm's reboot code) and, when
+``hang_timeout_ns`` is set, the host-side rule in ``_check_progress``.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from enum import Enum
 from typing import Callable
 
 from pyned.cpu.exceptions import (EC, ESR_IL, PSTATE_A, PSTATE_F, PSTATE_I, ExceptionKind,
-                                  pstate_el)
+                                  esr_ec, pstate_el)
 
 # The DAIFSet/DAIFClr immediate's bits for IRQ and FIQ.
 DAIF_I, DAIF_F = 0b0010, 0b0001
@@ -35,14 +43,18 @@ from pyned.vmm.memory import GuestMemory
 
 SMCCC_NOT_SUPPORTED = 0xFFFF_FFFF_FFFF_FFFF  # -1
 FATAL_EXIT = 1
+REBOOT_EXIT = 0x66
 # How long one vCPU may keep the VM while another of its vCPUs waits to run.
 VM_SLICE_NS = 2_000_000
 # ESR ISS for an injected data abort: synchronous external abort (DFSC 0b010000),
 # FAR not valid (FnV), since no address caused it.
 _DFSC_SYNC_EXTERNAL = 0x10
 _ESR_FNV = 1 << 10
+_ESR_WNR = 1 << 6
 # How long pause() waits for a vCPU to leave the emulator.
 PAUSE_WAIT_S = 1.0
+# The no-progress detector looks this often (at most; a quarter of its timeout).
+PROGRESS_CHECK_NS = 250_000_000
 
 
 class Injection(Enum):
@@ -91,14 +103,27 @@ class FairLock:
 
 
 class CounterDeadlines:
-    """Timer deadlines in counter ticks on the kernel clock (CNTVCT = ns / 16)."""
+    """Timer deadlines in counter ticks on the kernel clock (CNTVCT = ns / 16).
 
-    def __init__(self, clock: Clock, counter_hz: int) -> None:
+    A device's deadline callback runs on the clock thread; if it raises, the
+    VM that owns the device crashes (``on_error``), not the clock.
+    """
+
+    def __init__(self, clock: Clock, counter_hz: int,
+                 on_error: Callable[[str, Exception], None] | None = None) -> None:
         self._clock = clock
         self._ns_per_tick = 1_000_000_000 // counter_hz
+        self.on_error = on_error
 
     def at_count(self, count: int, callback: Callable[[], None]) -> TimerHandle:
-        return self._clock.at(count * self._ns_per_tick, callback)
+        def guarded() -> None:
+            try:
+                callback()
+            except Exception as exc:
+                if self.on_error is None:
+                    raise
+                self.on_error(getattr(callback, "__qualname__", "timer"), exc)
+        return self._clock.at(count * self._ns_per_tick, guarded)
 
     def cancel(self, handle: object) -> None:
         assert isinstance(handle, TimerHandle)
@@ -117,6 +142,15 @@ class VmEnd:
     reason: str
     killed: bool = False
     fault: FaultReport | None = None
+
+    @property
+    def event(self) -> str:
+        """The lifecycle event this end is: killed, crash, reboot or shutdown."""
+        if self.killed:
+            return "killed"
+        if self.fault is not None or self.code == FATAL_EXIT:
+            return "crash"
+        return "reboot" if self.code == REBOOT_EXIT else "shutdown"
 
 
 @dataclass
@@ -142,8 +176,18 @@ class VcpuThread:
         self.executing = False
         self.rekick: TimerHandle | None = None
         self.irqs_taken = 0
+        self.exec_ns = 0          # time spent inside the emulator
         self.injections: list[Injection] = []  # to deliver at the next slice start
         self.serror_pending = False
+        # The no-progress detector's view: progress count and execution time
+        # when an interrupt was first seen pending without progress since.
+        self.watch: tuple[int, int] | None = None
+
+    def progress(self) -> int:
+        """Events that show the guest is alive on this vCPU (see Vm._check_progress)."""
+        exits = self.vcpu.exits
+        return (self.irqs_taken + self.vcpu.hypercalls + self.vcpu.exceptions
+                + exits["wfi"] + exits["stop"] + self.vm.bus.accesses)
 
     def kick(self) -> None:
         self.vcpu.kick()
@@ -155,7 +199,7 @@ class VcpuThread:
 class Vm:
     def __init__(self, name: str, *, memory: GuestMemory, bus: MmioBus, mpu: MpuMap,
                  dt: DeviceTree, console_write: Callable[[bytes], None],
-                 log: Callable[[str], None], clock: Clock, counter_hz: int) -> None:
+                 log: Callable[..., None], clock: Clock, counter_hz: int) -> None:
         self.name = name
         self.memory = memory
         self.bus = bus
@@ -168,7 +212,7 @@ class Vm:
         self.gic: Gic | None = None
         self.timers: list[GenericTimer] = []
         self.clock = clock
-        self.deadlines = CounterDeadlines(clock, counter_hz)
+        self.deadlines = CounterDeadlines(clock, counter_hz, self.device_failed)
         self._ns_per_tick = 1_000_000_000 // counter_hz
         self.vm_print = VmPrint(WriteSink(console_write))
         self.state = VmState.CREATED
@@ -177,11 +221,15 @@ class Vm:
         self.hung = False
         self.started = 0.0
         self.fault_mode = "ignore"
+        self.hang_timeout_ns = 0     # 0: no host-side no-progress detector
+        self._progress_timer: TimerHandle | None = None
+        self._hung_since: int | None = None
         self._exec_lock = FairLock()
         self._executing = False
         self._end_lock = threading.Lock()
         self._finished = False
         self._end_listeners: list[Callable[[VmEnd], None]] = []
+        self._event_listeners: list[Callable[[str, str], None]] = []
         self.dtb_addr = 0
         self.entry = 0
 
@@ -190,12 +238,22 @@ class Vm:
     def on_end(self, fn: Callable[[VmEnd], None]) -> None:
         self._end_listeners.append(fn)
 
+    def on_event(self, fn: Callable[[str, str], None]) -> None:
+        """``fn(event, cause)`` for things worth a journal entry that do not end the VM."""
+        self._event_listeners.append(fn)
+
+    def note(self, event: str, cause: str) -> None:
+        for fn in self._event_listeners:
+            fn(event, cause)
+
     def start(self) -> None:
         self.state = VmState.RUNNING
         self.started = time.monotonic()
         boot = self.threads[0]
         boot.powered = True
         boot.core.add(boot)
+        if self.hang_timeout_ns:
+            self._progress_timer = self.clock.after(self._progress_period(), self._check_progress)
 
     def request_end(self, end: VmEnd) -> None:
         """End the VM (any thread, also from inside a hook): first request wins."""
@@ -217,6 +275,11 @@ class Vm:
     def kill(self) -> None:
         self.request_end(VmEnd(None, "killed", killed=True))
 
+    def watchdog_bite(self, what: str) -> None:
+        """The watchdog's last stage: uvmm shuts the VM down with the reboot code."""
+        pc = _safe_pc(self.threads[0].vcpu) if self.threads else 0
+        self.request_end(VmEnd(REBOOT_EXIT, what, fault=FaultReport(cause=what, pc=pc)))
+
     def abandon(self) -> None:
         """A VM that will never start: run the end listeners (device clean-up) once."""
         with self._end_lock:
@@ -233,6 +296,8 @@ class Vm:
                 return
             self._finished = True
         self.vm_print.flush()
+        if self._progress_timer is not None:
+            self._progress_timer.cancel()
         for timer in self.timers:
             timer.reset()  # no deadline of a dead VM stays on the clock
         for t in self.threads:
@@ -276,7 +341,9 @@ class Vm:
                 if thread.injections and not self._deliver_injections(thread):
                     return RunResult.EXIT
                 self._inject(thread)
+                t0 = time.monotonic_ns()
                 exit_ = thread.vcpu.run()
+                thread.exec_ns += time.monotonic_ns() - t0
                 thread.vcpu.unwatch()
                 if thread.guard is not None:
                     thread.guard.slice_ended(self._pending_access(thread.vcpu))
@@ -410,6 +477,82 @@ class Vm:
         assert isinstance(report, FaultReport)
         self.halt(report)
         return RunResult.EXIT
+
+    def _on_unbacked(self, thread: VcpuThread, exit_: Exit) -> RunResult | None:
+        """An access outside every region: uvmm's handle_mmio with its fault mode."""
+        report = exit_.payload
+        assert isinstance(report, FaultReport)
+        vcpu = thread.vcpu
+        fetch = esr_ec(report.esr) == EC.IABT_LOW
+        if self.fault_mode == "ignore" and not fetch:
+            what = "write to" if report.esr & _ESR_WNR else "read from"
+            self.log(f"Invalid {what} {report.far:#x}, ip {report.pc:#x}! Ignoring...", 1)
+            vcpu.skip_access(report.pc)
+            return None
+        if self.fault_mode == "inject":
+            lower = pstate_el(vcpu.pstate) == 0
+            ec = ((EC.IABT_LOW if lower else EC.IABT_CUR) if fetch
+                  else (EC.DABT_LOW if lower else EC.DABT_CUR))
+            esr = (ec << 26) | ESR_IL | _DFSC_SYNC_EXTERNAL
+            failed = vcpu.enter_sync(esr, report.far, report.pc,
+                                     f"injected abort for {report.cause}")
+            if failed is None:
+                return None
+            report = failed
+        self.halt(report)
+        return RunResult.EXIT
+
+    # -- the no-progress detector ------------------------------------------------
+
+    def _progress_period(self) -> int:
+        return min(PROGRESS_CHECK_NS, max(1, self.hang_timeout_ns // 4))
+
+    def _check_progress(self) -> None:
+        """End the VM as hung when a vCPU spins without progress while it owes an interrupt.
+
+        The rule, per vCPU: it has an interrupt signalled (pending at its CPU
+        interface, masked or not) and has executed for ``hang_timeout_ns`` of
+        its own emulator time since it was first seen that way, and in all
+        that time took no interrupt or exception, made no hypercall, no trapped
+        system-register access, no ``wfi`` and no device access (the VM's MMIO
+        counts for all its vCPUs). Idling in ``wfi`` is progress and costs no
+        execution time; a guest computing with nothing pending is never
+        flagged; a vCPU waiting for its core (starved by a higher priority)
+        does not execute, so its wait does not count. An injected ``hang``
+        counts as execution.
+        """
+        self._progress_timer = None
+        if self.end is not None:
+            return
+        now = time.monotonic_ns()
+        if self.hung:
+            if self._hung_since is None:
+                self._hung_since = now
+        else:
+            self._hung_since = None
+        for t in self.threads:
+            if not t.powered or self.paused:
+                t.watch = None
+                continue
+            spun = t.exec_ns + (now - self._hung_since if self._hung_since is not None else 0)
+            progress = t.progress()
+            if not self._signalled(t.vcpu.index) or (t.watch is not None
+                                                      and t.watch[0] != progress):
+                t.watch = None
+            if t.watch is None:
+                if self._signalled(t.vcpu.index):
+                    t.watch = (progress, spun)
+                continue
+            if spun - t.watch[1] >= self.hang_timeout_ns:
+                secs = self.hang_timeout_ns / 1e9
+                self.request_end(VmEnd(FATAL_EXIT, f"hang: cpu{t.vcpu.index} made no progress "
+                                       f"for {secs:g} s with an interrupt pending",
+                                       fault=FaultReport(
+                                           cause=f"hang: no progress for {secs:g} s",
+                                           pc=_safe_pc(t.vcpu),
+                                           recent_exits=t.vcpu.recent_exits())))
+                return
+        self._progress_timer = self.clock.after(self._progress_period(), self._check_progress)
 
     # -- traps (called from the vCPU's hooks) ---------------------------------
 
@@ -547,4 +690,5 @@ _EXIT_HANDLERS: dict[ExitKind, Callable[[Vm, VcpuThread, Exit], RunResult | None
     ExitKind.PREEMPT: Vm._on_preempt,
     ExitKind.STOP: Vm._on_stop,
     ExitKind.FATAL: Vm._on_fatal,
+    ExitKind.UNBACKED: Vm._on_unbacked,
 }
