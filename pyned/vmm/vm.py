@@ -176,7 +176,8 @@ class VcpuThread:
         self.executing = False
         self.rekick: TimerHandle | None = None
         self.irqs_taken = 0
-        self.exec_ns = 0          # time spent inside the emulator
+        self.exec_ns = 0          # time spent running (in the emulator and its exits)
+        self.run_since: int | None = None   # when the time not yet in exec_ns began
         self.injections: list[Injection] = []  # to deliver at the next slice start
         self.serror_pending = False
         # The no-progress detector's view: progress count and execution time
@@ -332,6 +333,8 @@ class Vm:
             self.clock.after(VM_SLICE_NS, self._share)
 
     def _run_locked(self, thread: VcpuThread) -> RunResult:
+        # Its run time, exits handled included: what the no-progress detector counts.
+        last = thread.run_since = time.monotonic_ns()
         try:
             while True:
                 if self.end is not None:
@@ -341,9 +344,11 @@ class Vm:
                 if thread.injections and not self._deliver_injections(thread):
                     return RunResult.EXIT
                 self._inject(thread)
-                t0 = time.monotonic_ns()
                 exit_ = thread.vcpu.run()
-                thread.exec_ns += time.monotonic_ns() - t0
+                now = time.monotonic_ns()
+                thread.run_since = now   # first: a reader in between under-counts
+                thread.exec_ns += now - last
+                last = now
                 thread.vcpu.unwatch()
                 if thread.guard is not None:
                     thread.guard.slice_ended(self._pending_access(thread.vcpu))
@@ -354,6 +359,10 @@ class Vm:
             self.halt(FaultReport(cause=f"internal error in the VMM: {type(exc).__name__}: {exc}",
                                   pc=_safe_pc(thread.vcpu)))
             return RunResult.EXIT
+        finally:
+            since, thread.run_since = thread.run_since, None
+            if since is not None:
+                thread.exec_ns += time.monotonic_ns() - since
 
     def _pending_access(self, vcpu: Vcpu) -> tuple[int, int, bool] | None:
         """What the instruction a slice stopped on would access, if it is MMIO."""
@@ -416,8 +425,11 @@ class Vm:
             kind = ExceptionKind.IRQ
         else:
             # Masked: end the slice where the guest unmasks (if that is in sight;
-            # otherwise the re-kick finds the unmask within REKICK_NS).
-            vcpu.watch_unmask((DAIF_I if irq else 0) | (DAIF_F if fiq else 0))
+            # otherwise the re-kick finds the unmask within REKICK_NS). The re-kick
+            # chain ends whenever the vCPU is off its core, so start it again here.
+            if (not vcpu.watch_unmask((DAIF_I if irq else 0) | (DAIF_F if fiq else 0))
+                    and thread.rekick is None):
+                self._rekick_later(thread)
             return
         if self._take_async(thread, kind):
             thread.irqs_taken += 1
@@ -449,7 +461,9 @@ class Vm:
         thread.vcpu.kick()
         if thread.rekick is not None:
             thread.rekick.cancel()
+        self._rekick_later(thread)
 
+    def _rekick_later(self, thread: VcpuThread) -> None:
         def again() -> None:
             thread.rekick = None
             if self.end is None and thread.executing and self._signalled(thread.vcpu.index):
@@ -511,8 +525,9 @@ class Vm:
         """End the VM as hung when a vCPU spins without progress while it owes an interrupt.
 
         The rule, per vCPU: it has an interrupt signalled (pending at its CPU
-        interface, masked or not) and has executed for ``hang_timeout_ns`` of
-        its own emulator time since it was first seen that way, and in all
+        interface, masked or not) and has run for ``hang_timeout_ns`` (time on
+        its core: in the emulator and handling its exits) since it was first
+        seen that way, and in all
         that time took no interrupt or exception, made no hypercall, no trapped
         system-register access, no ``wfi`` and no device access (the VM's MMIO
         counts for all its vCPUs). Idling in ``wfi`` is progress and costs no
@@ -534,7 +549,9 @@ class Vm:
             if not t.powered or self.paused:
                 t.watch = None
                 continue
-            spun = t.exec_ns + (now - self._hung_since if self._hung_since is not None else 0)
+            since = t.run_since   # a slice in progress counts too
+            spun = (t.exec_ns + (now - since if since is not None else 0)
+                    + (now - self._hung_since if self._hung_since is not None else 0))
             progress = t.progress()
             if not self._signalled(t.vcpu.index) or (t.watch is not None
                                                       and t.watch[0] != progress):
