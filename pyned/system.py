@@ -7,7 +7,10 @@ are fully independent.
 
 from __future__ import annotations
 
+import ctypes
+import queue
 import threading
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Callable
@@ -37,6 +40,20 @@ class SystemOptions:
     slice_ns: int = DEFAULT_SLICE_NS
 
 
+def _libc_trim() -> Callable[[], None]:
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return lambda: None
+    trim.argtypes = [ctypes.c_size_t]
+    return lambda: trim(0) and None
+
+
+# A VM torn down frees megabytes that glibc keeps in its arenas; a long-running
+# system that restarts VMs gives them back to the OS after each rebuild.
+_return_free_heap = _libc_trim()
+
+
 class System:
     def __init__(self, options: SystemOptions | None = None,
                  syndrome: SyndromeLayout | None = None) -> None:
@@ -52,8 +69,9 @@ class System:
         self.guests: dict[int, Guest] = {}   # by task id: running uvmm instances
         self.journal = Journal()
         self.switches: list[VirtioSwitch] = []
-        self._helpers: list[threading.Thread] = []
-        self._helpers_lock = threading.Lock()
+        self._work: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._worker: threading.Thread | None = None
+        self._worker_lock = threading.Lock()
         self._ned_channel = self.cons.create("ned", "")
         self.exact_stops = patched()
         if not self.exact_stops:
@@ -64,22 +82,37 @@ class System:
     def ned_log(self, text: str) -> None:
         self._ned_channel.write(text.encode() + b"\n")
 
-    def spawn(self, name: str, fn: Callable[[], None]) -> None:
-        """Run ``fn`` on a short-lived helper thread (a VM being rebuilt) that
-        ``shutdown`` waits for."""
-        thread = threading.Thread(target=fn, name=name, daemon=True)
-        with self._helpers_lock:
-            thread.start()
-            self._helpers = [t for t in self._helpers if t.is_alive()] + [thread]
+    def background(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the system's worker thread: work too long for a core or the
+        clock thread (a VM being rebuilt). One long-lived thread, so that the C
+        heap it allocates from stays one arena instead of a new one per restart."""
+        with self._worker_lock:
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._serve_work, name="pyned-worker",
+                                                daemon=True)
+                self._worker.start()
+        self._work.put(fn)
+
+    def _serve_work(self) -> None:
+        while True:
+            fn = self._work.get()
+            if fn is None:
+                return
+            try:
+                fn()
+            except Exception:  # a host bug: report it, keep serving the others
+                traceback.print_exc()
+            _return_free_heap()
 
     def shutdown(self) -> None:
         """Kill every task and stop the cores and the clock."""
         for task in self.tasks.alive():
             task.kill()
-        with self._helpers_lock:
-            helpers = list(self._helpers)
-        for thread in helpers:
-            thread.join(5.0)
+        with self._worker_lock:
+            worker = self._worker
+        if worker is not None:  # let a rebuild in progress finish, then stop
+            self._work.put(None)
+            worker.join(5.0)
         self.scheduler.stop()
         self.clock.stop()
         for switch in self.switches:

@@ -38,8 +38,8 @@ class Guest:
     The task lives as long as the guest does; a reset (the monitor's, a
     script's) or a restart policy builds a fresh VM from the same
     configuration on the same console, with RAM zeroed, and the task stays
-    running. Restarts are built on a thread of their own, never on a core or
-    the clock thread, so other VMs keep their timing while one is rebuilt.
+    running. Restarts are built on the system's worker thread, never on a core
+    or the clock thread, so other VMs keep their timing while one is rebuilt.
     """
 
     def __init__(self, system: "System", task: Task, spec: StartSpec) -> None:
@@ -200,7 +200,7 @@ class Guest:
     def _spawn_restart(self, cause: str) -> None:
         with self._lock:
             self._restarting = True
-        self.system.spawn(f"pyned-{self.name}-restart", lambda: self._restart(cause))
+        self.system.background(lambda: self._restart(cause))
 
     def _restart(self, cause: str) -> None:
         """Build and start a fresh VM; a failure to build ends the task like a crash."""
