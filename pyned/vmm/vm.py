@@ -264,7 +264,23 @@ class Vm:
             self.end = end
         for t in self.threads:
             t.core.remove(t)
+        self._kick_out()
         self._finish_if_idle()
+
+    def _kick_out(self) -> None:
+        """Stop the vCPUs that are in the emulator, and again until none is.
+
+        For an end, a pause or a hang: the run loop checks for them between
+        slices, and a stop request that reaches Unicorn between two slices is
+        lost, so one kick can leave a vCPU running on indefinitely.
+        """
+        if not (self.end is not None or self.paused or self.hung):
+            return
+        running = [t for t in self.threads if t.executing]
+        for t in running:
+            t.vcpu.kick()
+        if running:
+            self.clock.after(REKICK_NS, self._kick_out)
 
     def system_exit(self, code: int, reason: str) -> None:
         self.request_end(VmEnd(code, reason))
@@ -600,9 +616,7 @@ class Vm:
         so that registers read afterwards are a consistent snapshot.
         """
         self.paused = True
-        for t in self.threads:
-            if t.executing:
-                t.vcpu.kick()
+        self._kick_out()
         deadline = time.monotonic() + PAUSE_WAIT_S
         while self._executing and time.monotonic() < deadline:
             time.sleep(0.001)
@@ -624,9 +638,7 @@ class Vm:
             raise ValueError(f"{self.name} has no cpu {cpu} (it has {len(self.threads)})")
         if kind == Injection.HANG:
             self.hung = True
-            for t in self.threads:
-                if t.executing:
-                    t.vcpu.kick()
+            self._kick_out()
             return
         thread = self.threads[cpu]
         thread.injections.append(kind)

@@ -126,16 +126,15 @@ def test_on_callbacks_run_after_the_script_with_the_entry(pyned_boot):
 local t = vmm.start_vm{ id = 2, kernel = "rom/reboot.elf", fdt = "rom/virt-r82.dtb" }
 local order = {}
 t:on("reboot", function(e) order[#order + 1] = "reboot " .. e.code .. " " .. e.cause end)
- :on("exit", function(e) order[#order + 1] = "exit " .. e.code end)
-t:exit_handler(function(c) order[#order + 1] = "handler " .. c
-  print(table.concat(order, "; ")) end)
+ :on("exit", function(e) order[#order + 1] = "exit " .. e.code .. " " .. e.cause
+   print(table.concat(order, "; ")) end)
 L4.msleep(300)
-print("during the script: " .. #order)
+print("during the script: " .. #order .. " " .. t:state())
 ''')
     assert b.wait() == 0x66
     ned = b.text("ned")
-    assert "during the script: 0" in ned
-    assert "reboot 102 PSCI SYSTEM_RESET; exit 102; handler 102" in ned
+    assert "during the script: 0 zombie" in ned
+    assert "reboot 102 PSCI SYSTEM_RESET; exit 102 PSCI SYSTEM_RESET" in ned
 
 
 @pytest.mark.parametrize("call,message", [
