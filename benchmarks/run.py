@@ -14,6 +14,8 @@ Figures (issue targets in brackets):
   restart_latency   a crash (its journal entry) to the restarted guest's first
                     console byte, median and p99 over 100 cycles  [< 50 ms]
   restart_memory    host RSS growth over 1000 crash/restart cycles  [< 10 MB]
+  isolation         rtos timer lateness (core 0) alone, and beside a VM on core 1
+                    that crashes and is restarted (policy backoff 100 ms and 0)
   (the virtio figures are measured by images/virtio.elf with CNTVCT; MB and KB
   are 10^6 and 10^3 bytes)
 
@@ -496,13 +498,41 @@ def restart_memory(runs: int, cycles: int = 1000, warmup: int = 10) -> dict:
             "journal_entries": entries, "target": "< 10 MB", "ok": worst < 10}
 
 
+def isolation(runs: int, seconds: int = 5) -> dict:
+    """Per-second worst and mean lateness of the rtos, as it measures them."""
+    res = {}
+    for label, backoff in (("alone", None), ("storm100", 100), ("storm0", 0)):
+        worst, means, restarts = [], [], []
+        for _ in range(runs):
+            body = (f'vmm.start_vm{{ id = 1, kernel = "rom/rtos.elf", fdt = "rom/virt-r82.dtb", '
+                    f'bootargs = "seconds={seconds}", prio = 20, cpus = 0x1 }}\n')
+            if backoff is not None:
+                body += ('vmm.start_vm{ id = 2, kernel = "rom/crash.elf", fdt = "rom/virt-r82.dtb", '
+                         'bootargs = "crash=udf", prio = 1, cpus = 0x2, '
+                         f'restart = {{ on = {{ "crash" }}, backoff_ms = {backoff} }} }}\n')
+            from pyned.testing import Booted
+            with Booted(_script(body)) as b:
+                b.expect("vm1", "rtos: done", seconds * 10 + 30)
+                out = b.text("vm1")
+                restarts.append(len(b.journal("vm2", "restart")) / seconds)
+            samples = [(int(w), int(m)) for w, m in
+                       re.findall(r"worst_late_us=(\d+) mean_late_us=(\d+)", out)]
+            worst.append(max(w for w, _ in samples))
+            means += [m for _, m in samples]
+        res[f"{label}_worst_us"] = float(statistics.median(worst))
+        res[f"{label}_mean_us"] = float(statistics.median(means))
+        if backoff is not None:
+            res[f"{label}_restarts_per_s"] = statistics.median(restarts)
+    return {**res, "target": "(figures)", "ok": True}
+
+
 BENCHES = {"boot_first_byte": boot_first_byte, "compute_ratio": compute_ratio,
            "null_hypercall": null_hypercall, "sysreg_trap": sysreg_trap,
            "injected_irq": injected_irq, "timer_latency": timer_latency,
            "idle_cpu": idle_cpu, "virtio_blk_read": virtio_blk_read,
            "virtio_blk_write": virtio_blk_write, "virtio_net": virtio_net,
            "virtio_console": virtio_console, "restart_latency": restart_latency,
-           "restart_memory": restart_memory}
+           "restart_memory": restart_memory, "isolation": isolation}
 
 
 def main() -> int:

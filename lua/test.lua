@@ -71,6 +71,8 @@ end
 -- Wait for `pattern` (a Python regular expression) on the VM's console, in
 -- output after the previous expect's match on that console. Returns the
 -- matched text and the captures (false for a group that did not take part).
+-- Output arrives as the guest writes it, byte by byte: end a pattern whose
+-- last part could grow (a number) with "\n".
 function M.expect(vm, pattern, timeout)
   local pos = where()
   if type(pattern) ~= "string" then fail_at(pos, "expect: pattern must be a string") end
