@@ -141,23 +141,26 @@ class Guest:
         self._report(end)
         if self.budget is not None and not end.killed:
             delay = self.budget.next_delay(end.event)
-            if delay is not None:
-                with self._lock:
-                    if not self._killed:
-                        if delay > 0:
-                            self._pending = self.system.clock.after(
-                                int(delay * 1e9), lambda: self._backoff_over(end.event))
-                        else:
-                            self._restarting = True
-                if not self._killed:
-                    if delay == 0:
-                        self._spawn_restart(f"policy: {end.event}")
-                    return
-            elif end.event in self.budget.policy.on:
+            if delay is not None and self._schedule_restart(end.event, delay):
+                return
+            if delay is None and end.event in self.budget.policy.on:
                 self.gave_up = True
                 self.record("gave-up", code=end.code, cause=f"{end.event} ({end.reason}) after "
                             f"{self.restarts} restarts: {self._limit()}")
         self._finish(end)
+
+    def _schedule_restart(self, event: str, delay: float) -> bool:
+        """Restart after ``delay`` seconds; False if the task was killed meanwhile."""
+        with self._lock:
+            if self._killed:
+                return False
+            if delay > 0:
+                self._pending = self.system.clock.after(int(delay * 1e9),
+                                                        lambda: self._backoff_over(event))
+                return True
+            self._restarting = True   # from here a kill ends the task itself
+        self._spawn_restart(f"policy: {event}")
+        return True
 
     def _limit(self) -> str:
         p = self.budget.policy if self.budget else None
@@ -209,10 +212,11 @@ class Guest:
         self._clear_ram()
         try:
             vm = self._build()
-        except PynedError as err:
+        except Exception as err:  # a bad ROM file, or a host bug: this VM's end only
             with self._lock:
                 self._restarting = False
-            end = VmEnd(FATAL_EXIT, f"restart failed: {err}")
+            why = str(err) if isinstance(err, PynedError) else f"{type(err).__name__}: {err}"
+            end = VmEnd(FATAL_EXIT, f"restart failed: {why}")
             self.record("crash", cause=end.reason, code=FATAL_EXIT)
             self._finish(end)
             return
