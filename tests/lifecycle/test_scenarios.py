@@ -19,6 +19,9 @@ LONG = {"isolation"}
 def test_scenario(pyned_lua_test, name):
     res = pyned_lua_test(SCENARIOS / f"{name}.lua", timeout=60)
     assert res.passed, f"{res.message}\n{res.output[-3000:]}"
+    if name == "poweroff":   # it passes by ending: check that it ended for the right reason
+        assert res.message == ""
+        assert [(e.event, e.code) for e in res.journal] == [("start", None), ("shutdown", 0)]
 
 
 def test_pyned_test_command_reports_each_script_and_a_summary(tmp_path):
