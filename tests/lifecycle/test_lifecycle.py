@@ -5,7 +5,6 @@ task API and journal from Lua, and the journal file."""
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
