@@ -11,6 +11,11 @@ Figures (issue targets in brackets):
   virtio_net        ping/pong between two VMs on different cores through the
                     switch: frames/s, RTT median and p99
   virtio_console    virtio-console transmit, 4 KiB buffers, 8 in flight
+  restart_latency   a crash (its journal entry) to the restarted guest's first
+                    console byte, median and p99 over 100 cycles  [< 50 ms]
+  restart_memory    host RSS growth over 1000 crash/restart cycles  [< 10 MB]
+  isolation         rtos timer lateness (core 0) alone, and beside a VM on core 1
+                    that crashes and is restarted (policy backoff 100 ms and 0)
   (the virtio figures are measured by images/virtio.elf with CNTVCT; MB and KB
   are 10^6 and 10^3 bytes)
   passthrough_mmio  a guest read of a pass-through register (the board's SP804 Load)
@@ -610,6 +615,130 @@ def monitor_50(runs: int) -> dict:
     return {**res, "target": "(none)", "ok": True}
 
 
+# -- lifecycle -----------------------------------------------------------------
+# crash.elf with crash=udf prints two lines and faults on an undefined
+# instruction with no vector table; its policy restarts it at once, forever.
+
+_CRASH_LOOP = ('vmm.start_vm{ id = 1, kernel = "rom/crash.elf", fdt = "rom/virt-r82.dtb", '
+               'bootargs = "crash=udf", restart = { on = { "crash" } } }\n')
+
+
+def _crash_cycles(b, cycles: int, on_cycle=None) -> list[float]:
+    """Run ``cycles`` crash/restart cycles; seconds from each crash to the next first byte."""
+    import threading
+    lock = threading.Lock()
+    done = threading.Event()
+    state = {"crash": None, "n": 0, "active": True}
+    latencies: list[float] = []
+
+    def on_entry(e) -> None:
+        if e.vm == "vm1" and e.event == "crash":
+            with lock:
+                state["crash"] = time.perf_counter()
+
+    def on_output(_data: bytes) -> None:
+        now = time.perf_counter()
+        with lock:
+            if state["crash"] is None or not state["active"]:
+                return
+            latencies.append(now - state["crash"])
+            state["crash"] = None
+            state["n"] += 1
+            if on_cycle is not None:
+                on_cycle(state["n"])
+            if state["n"] >= cycles:
+                done.set()
+
+    stop = b.system.journal.subscribe(on_entry)
+    b.channel("vm1").subscribe(on_output)   # no unsubscribe: made inert below
+    try:
+        if not done.wait(cycles * 2 + 30):
+            raise RuntimeError(f"only {state['n']} of {cycles} restarts; output:\n"
+                               + b.text("vm1")[-2000:])
+    finally:
+        stop()
+        with lock:
+            state["active"] = False
+    return latencies
+
+
+def restart_latency(runs: int, cycles: int = 100) -> dict:
+    from pyned.testing import Booted
+    medians, p99s = [], []
+    for _ in range(runs):
+        with Booted(_script(_CRASH_LOOP)) as b:
+            b.expect("vm1", "crash: executing udf")
+            lat = sorted(_crash_cycles(b, cycles))
+        medians.append(statistics.median(lat))
+        p99s.append(lat[min(len(lat) - 1, int(len(lat) * 0.99))])
+    med, p99 = statistics.median(medians), statistics.median(p99s)
+    return {"median_ms": med * 1e3, "p99_ms": p99 * 1e3, "best_median_ms": min(medians) * 1e3,
+            "target": "< 50 ms", "ok": med < 0.05}
+
+
+def _rss() -> int:
+    import gc
+    gc.collect()
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _rss_over_cycles(b, samples: int = 15) -> int:
+    """Median RSS over some cycles: a single sample depends on where in its life the
+    current VM is (its emulator's code cache grows as it runs)."""
+    values = []
+    for _ in range(samples):
+        _crash_cycles(b, 1)
+        values.append(_rss())
+    return int(statistics.median(values))
+
+
+def restart_memory(runs: int, cycles: int = 1000, warmup: int = 10) -> dict:
+    """RSS after ``warmup`` cycles and after ``cycles`` more (one run: 1000 cycles take long)."""
+    from pyned.testing import Booted
+    growth = []
+    for _ in range(max(1, runs // 5)):
+        with Booted(_script(_CRASH_LOOP)) as b:
+            b.expect("vm1", "crash: executing udf")
+            _crash_cycles(b, warmup)
+            before = _rss_over_cycles(b)
+            _crash_cycles(b, cycles)
+            after = _rss_over_cycles(b)
+            entries = len(b.system.journal.entries())
+        growth.append((after - before) / 1e6)
+    worst = max(growth)
+    return {"before_MB": before / 1e6, "after_MB": after / 1e6, "growth_MB": worst,
+            "journal_entries": entries, "target": "< 10 MB", "ok": worst < 10}
+
+
+def isolation(runs: int, seconds: int = 5) -> dict:
+    """Per-second worst and mean lateness of the rtos, as it measures them."""
+    res = {}
+    for label, backoff in (("alone", None), ("storm100", 100), ("storm0", 0)):
+        worst, means, restarts = [], [], []
+        for _ in range(runs):
+            body = (f'vmm.start_vm{{ id = 1, kernel = "rom/rtos.elf", fdt = "rom/virt-r82.dtb", '
+                    f'bootargs = "seconds={seconds}", prio = 20, cpus = 0x1 }}\n')
+            if backoff is not None:
+                body += ('vmm.start_vm{ id = 2, kernel = "rom/crash.elf", fdt = "rom/virt-r82.dtb", '
+                         'bootargs = "crash=udf", prio = 1, cpus = 0x2, '
+                         f'restart = {{ on = {{ "crash" }}, backoff_ms = {backoff} }} }}\n')
+            from pyned.testing import Booted
+            with Booted(_script(body)) as b:
+                b.expect("vm1", "rtos: done", seconds * 10 + 30)
+                out = b.text("vm1")
+                restarts.append(len(b.journal("vm2", "restart")) / seconds)
+            samples = [(int(w), int(m)) for w, m in
+                       re.findall(r"worst_late_us=(\d+) mean_late_us=(\d+)", out)]
+            worst.append(max(w for w, _ in samples))
+            means += [m for _, m in samples]
+        res[f"{label}_worst_us"] = float(statistics.median(worst))
+        res[f"{label}_mean_us"] = float(statistics.median(means))
+        if backoff is not None:
+            res[f"{label}_restarts_per_s"] = statistics.median(restarts)
+    return {**res, "target": "(figures)", "ok": True}
+
+
 BENCHES = {"boot_first_byte": boot_first_byte, "compute_ratio": compute_ratio,
            "null_hypercall": null_hypercall, "sysreg_trap": sysreg_trap,
            "injected_irq": injected_irq, "timer_latency": timer_latency,
@@ -617,7 +746,9 @@ BENCHES = {"boot_first_byte": boot_first_byte, "compute_ratio": compute_ratio,
            "virtio_blk_write": virtio_blk_write, "virtio_net": virtio_net,
            "virtio_console": virtio_console, "passthrough_mmio": passthrough_mmio,
            "irq_forwarding": irq_forwarding, "shm_doorbell": shm_doorbell,
-           "monitor_rtt": monitor_rtt, "monitor_50": monitor_50}
+           "monitor_rtt": monitor_rtt, "monitor_50": monitor_50,
+           "restart_latency": restart_latency, "restart_memory": restart_memory,
+           "isolation": isolation}
 
 
 def main() -> int:

@@ -185,6 +185,22 @@ function Task:exit_handler(fn)
   if ok == nil then user_error("exit_handler callback already registered") end
   return ok
 end
+-- pyned: lifecycle callbacks, run from the event loop like exit handlers. `event`
+-- is one of a VM's journal events (crash, reboot, shutdown, killed, restart,
+-- gave-up, watchdog) or "exit" (any task); fn gets a table with the entry's
+-- fields (event, vm, cause, code, pc, esr, far, restarts, console, time, ...).
+function Task:on(event, fn)
+  if type(event) ~= "string" then user_error("on: expects an event name") end
+  if type(fn) ~= "function" then user_error("on: expects a function") end
+  native(N.task_on, self.handle, event, fn)
+  return self
+end
+-- pyned: this VM's journal entries (see L4.journal).
+function Task:journal(filter)
+  local vm = N.task_vm(self.handle)
+  if vm == nil then user_error("journal: " .. tostring(self) .. " is not a VM") end
+  return L4.journal(setmetatable({ vm = vm }, { __index = filter }))
+end
 function Task.__eq(a, b) return N.task_id(a.handle) == N.task_id(b.handle) end
 function Task.__lt(a, b) return N.task_id(a.handle) < N.task_id(b.handle) end
 function Task.__le(a, b) return N.task_id(a.handle) <= N.task_id(b.handle) end
@@ -242,7 +258,7 @@ function Loader:startv(env, prog, ...)
   local prio, cpus
   if type(sched) == "table" and sched.kind == "scheduler" then prio, cpus = sched.prio, sched.cpus end
   local log = resolve_log(self, env, prog)
-  return task(native(N.exec, prog, args, caps, log, prio, cpus))
+  return task(native(N.exec, prog, args, caps, log, prio, cpus, env.restart))
 end
 
 function Loader:start(env, cmdline, posix_env)
@@ -254,6 +270,14 @@ function Loader:start(env, cmdline, posix_env)
 end
 
 L4.Loader = Loader
+
+-- pyned: the lifecycle journal as a list of tables, oldest first.
+-- filter: { vm = "vm1", event = "crash" or {"crash", "restart"}, since = seq }
+function L4.journal(filter)
+  filter = filter or {}
+  if type(filter) ~= "table" then user_error("journal: expects a table { vm, event, since }") end
+  return native(N.journal, filter.vm, filter.event, filter.since)
+end
 L4.default_loader = Loader.new({ factory = L4.Env.factory, mem = L4.Env.mem_alloc })
 
 return L4

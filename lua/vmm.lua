@@ -73,7 +73,10 @@ end
 function M.start_virtio_switch(ports, prio, cpus, switch_type, ext_caps)
   local opts = { ports = ports, switch_type = switch_type, ext_caps = ext_caps }
   M.set_sched(opts, prio, cpus)
-  return M.start_virtio_switch_tbl(opts)
+  -- pyned: the lifecycle journal (L4.journal).
+M.journal = L4.journal
+
+return M.start_virtio_switch_tbl(opts)
 end
 
 -- pyned's block server: disks = { name = "file.img" | { file = ..., ro = true, serial = ... } }
@@ -139,6 +142,8 @@ local known = {
   rd = "string", fdt = true, bootargs = "string", cpus = true, prio = "number", log = true,
   mon = true, ext_args = "table", ext_caps = "table", net = true, vbus = true, jdb = true,
   scheduler = "table",
+  -- pyned's own: a restart policy, and the no-progress detector's timeout (s)
+  restart = "table", hang_timeout = "number",
 }
 
 local function check_options(options)
@@ -169,6 +174,9 @@ function M.start_vm(options)
   if options.kernel then cmdline[#cmdline + 1] = "-k" .. options.kernel end
   if options.ram_base then
     cmdline[#cmdline + 1] = string.format("-b0x%x", options.ram_base)
+  end
+  if options.hang_timeout then
+    cmdline[#cmdline + 1] = "--hang-timeout=" .. tostring(options.hang_timeout)
   end
   for _, a in ipairs(options.ext_args or {}) do cmdline[#cmdline + 1] = tostring(a) end
 
@@ -210,7 +218,7 @@ function M.start_vm(options)
     caps.mon = M.loader.log_fab:create(L4.Proto.Log, "mon" .. tostring(nr), "g")
   end
 
-  local opts = { caps = caps, scheduler = options.scheduler }
+  local opts = { caps = caps, scheduler = options.scheduler, restart = options.restart }
   if options.log then
     opts.log = options.log
   else
@@ -223,5 +231,8 @@ function M.start_vm(options)
   if mon_address then L4.monitor_listen(mon_address, nr and ("vm" .. tostring(nr)) or nil) end
   return task
 end
+
+-- pyned: the lifecycle journal (L4.journal).
+M.journal = L4.journal
 
 return M

@@ -36,8 +36,9 @@ local function start_vm2(crash)
   else
     args = args .. until_end(VM2_MS, CRASH_AFTER * VM2_MS + 1000)
   end
+  -- uvmm ignores an access outside the VM by default; here it is the crash.
   vmm.start_vm{ id = 2, kernel = "rom/blink.elf", fdt = "rom/virt-r82-passthrough.dtb",
-                vbus = hw.vm2_hw, cpus = 0x2, bootargs = args }
+                vbus = hw.vm2_hw, cpus = 0x2, bootargs = args, ext_args = { "--fault-mode=halt" } }
     :exit_handler(function(code)
       if code == 0 then return end     -- its planned end
       -- A crash (exit 1), or a kill from the monitor (nil): bring vm2 back.

@@ -95,6 +95,12 @@ class Core:
         with self._cond:
             self._stopped = True
             self._cond.notify_all()
+            cur = self.current
+        if cur is not None:
+            cur.kick()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
 
     # -- internals ----------------------------------------------------------
 
@@ -183,12 +189,13 @@ class Scheduler:
     def __init__(self, cores: int, clock: Clock, slice_ns: int = DEFAULT_SLICE_NS) -> None:
         self.cores = [Core(i, clock, slice_ns) for i in range(cores)]
 
-    def stop(self) -> None:
+    def stop(self, wait_s: float = 2.0) -> None:
+        """Stop every core; wait until their threads have left the emulator.
+
+        A core thread still inside Unicorn while the interpreter shuts down
+        crashes the process, so the exit status would be lost.
+        """
         for core in self.cores:
             core.stop()
-
-    def join(self, timeout: float) -> None:
-        """Wait (up to ``timeout`` in all) until no core runs a thread any more."""
-        deadline = time.monotonic() + timeout
         for core in self.cores:
-            core._thread.join(max(0.0, deadline - time.monotonic()))
+            core.join(wait_s)

@@ -55,6 +55,7 @@ class BuildInputs:
     log: Callable[[str], None]
     clock: Clock
     exact_stops: bool = False               # the engine never replays an access (engine.py)
+    dt_cache: dict[Path, bytes] | None = None   # DTBs kept across one VM's restarts
 
 
 def _align_up(v: int, a: int) -> int:
@@ -73,7 +74,7 @@ def build_vm(inp: BuildInputs) -> Vm:
     opts = inp.options
     if not opts.dtbs:
         raise ConfigError(f"{inp.name}: no device tree (start_vm needs fdt = ...)")
-    dt = DeviceTree.load([inp.resolve(d) for d in opts.dtbs])
+    dt = DeviceTree.load([inp.resolve(d) for d in opts.dtbs], inp.dt_cache)
     for mod in opts.dt_mods:
         _apply_dt_mod(dt, mod)
     memory = GuestMemory()
@@ -82,6 +83,7 @@ def build_vm(inp: BuildInputs) -> Vm:
             console_write=inp.console_write, log=inp.log, clock=inp.clock,
             counter_hz=inp.board.counter_hz)
     vm.fault_mode = opts.fault_mode
+    vm.hang_timeout_ns = int(opts.hang_timeout * 1e9)
 
     first = _setup_ram(inp, dt, memory, mpu)
 

@@ -22,6 +22,7 @@ from pyned.devices.timer import GenericTimer
 from pyned.devices.virtio.console import VirtioConsole
 from pyned.devices.virq import VirqSender
 from pyned.devices.virtio.mmio import VirtioDevice, VirtioMmio
+from pyned.devices.watchdog import SbsaGwdt
 from pyned.errors import ImageError
 from pyned.kernel.irq import IrqBusy
 from pyned.platform.board import Board, MemRange
@@ -193,6 +194,25 @@ def make_timer(ctx: FactoryContext, node: Node) -> object:
     return timers
 
 
+def make_sbsa_gwdt(ctx: FactoryContext, node: Node) -> object:
+    control, refresh = ctx.windows(node, 2)[:2]
+    stages = ctx.dt.u32(node, "l4vmm,stages")
+    if stages is not None and stages not in (1, 2):
+        raise ImageError(f"{ctx.dt.source}: {node_path(node)}: l4vmm,stages must be 1 or 2, "
+                         f"not {stages}")
+    # uvmm's l4vmm,stages configures its vWatchdog backend (how many timeouts it
+    # reports); the guest-visible WS0-then-WS1 sequence is the same, and here the
+    # VM's own clock is the backend, so l4vmm,ctrlcap names nothing needed.
+    vm = ctx.vm
+    wdt = SbsaGwdt(vm.counter, vm.deadlines, ctx.irq(node, 0),
+                   on_ws0=lambda: vm.note("watchdog", "WS0: refresh overdue, interrupt raised"),
+                   on_ws1=lambda: vm.watchdog_bite("watchdog WS1: not refreshed after WS0"))
+    ctx.add_mmio(node, control, wdt.control, f"{node_path(node)} control")
+    ctx.add_mmio(node, refresh, wdt.refresh, f"{node_path(node)} refresh")
+    vm.on_end(lambda _end: wdt.reset())
+    return wdt
+
+
 class VirtioBackend(Protocol):
     """A capability that makes a virtio device model for one VM (a switch port, a disk)."""
 
@@ -294,6 +314,7 @@ DEVICE_TYPES: dict[str, Factory] = {
     "arm,psci-0.2": make_psci,
     "arm,psci-1.0": make_psci,
     "syscon-l4vmm": make_sysctl,
+    "arm,sbsa-gwdt": make_sbsa_gwdt,
     "virtio,mmio:console": make_virtio_console,
     "virtio,mmio:proxy": make_virtio_proxy,
     "l4vmm,virq-snd": make_virq_snd,

@@ -153,16 +153,29 @@ def test_stage2_data_fault_report(cpu, code, cause, far):
     cpu.load(BASE, code)
     cpu.reset(entry=BASE)
     exit_ = cpu.run()
-    assert exit_.kind == ExitKind.FATAL
+    assert exit_.kind == ExitKind.UNBACKED
     rep = exit_.payload
     assert cause in rep.cause and rep.far == far and rep.pc == BASE + 4
     assert rep.esr >> 26 == 0x24
 
 
+def test_skip_access_zeroes_a_loads_registers_and_steps_over_it(cpu):
+    # ldp x1, x2, [x0] from an unmapped address; then hvc to stop
+    cpu.load(BASE, [movz(0, 0x10), 0xA9400801, hvc(0x77)])
+    cpu.reset(entry=BASE)
+    cpu.set_x(1, 5)
+    cpu.set_x(2, 6)
+    exit_ = cpu.run()
+    assert exit_.kind == ExitKind.UNBACKED
+    cpu.skip_access(exit_.payload.pc)
+    assert cpu.pc == BASE + 8 and cpu.x(1) == 0 and cpu.x(2) == 0
+    assert cpu.run().kind == ExitKind.STOP
+
+
 def test_stage2_fetch_fault(cpu):
     cpu.reset(entry=0x40000)
     exit_ = cpu.run()
-    assert exit_.kind == ExitKind.FATAL and exit_.payload.esr >> 26 == 0x20
+    assert exit_.kind == ExitKind.UNBACKED and exit_.payload.esr >> 26 == 0x20
     assert exit_.payload.pc == 0x40000
 
 

@@ -202,7 +202,7 @@ local bus = {{ vm_hw = 1 }}
 vmm.start_io(bus, {IO})
 vmm.start_vm{{ id = 1, {BLINK}, vbus = bus.vm_hw, bootargs = "period_ms=40", cpus = 0x1 }}
 vmm.start_vm{{ id = 2, kernel = "rom/blink.elf", fdt = "rom/virt-r82.dtb",
-               bootargs = "gpio=0x9c1a0000", cpus = 0x2 }}
+               bootargs = "gpio=0x9c1a0000", cpus = 0x2, ext_args = {{ "--fault-mode=halt" }} }}
 ''', rom_dirs=dirs) as b:
         b.expect("vm2", r"stage-2 fault: .* far=0x9c1a0400", 20)
         before = len(b.system.hardware.leds.timeline("led0"))
