@@ -11,6 +11,11 @@ Figures (issue targets in brackets):
   virtio_net        ping/pong between two VMs on different cores through the
                     switch: frames/s, RTT median and p99
   virtio_console    virtio-console transmit, 4 KiB buffers, 8 in flight
+  restart_latency   a crash (its journal entry) to the restarted guest's first
+                    console byte, median and p99 over 100 cycles  [< 50 ms]
+  restart_memory    host RSS growth over 1000 crash/restart cycles  [< 10 MB]
+  isolation         rtos timer lateness (core 0) alone, and beside a VM on core 1
+                    that crashes and is restarted (policy backoff 100 ms and 0)
   (the virtio figures are measured by images/virtio.elf with CNTVCT; MB and KB
   are 10^6 and 10^3 bytes)
   linux_boot        Debian's Linux (pyned images fetch) from `pyned boot` to the
@@ -19,6 +24,20 @@ Figures (issue targets in brackets):
                     initramfs, if qemu-system-aarch64 is installed (Debian:
                     apt-get install qemu-system-arm)  [<= 2x QEMU];
                     plus guest instructions per second and exits by reason
+  passthrough_mmio  a guest read of a pass-through register (the board's SP804 Load)
+                    against one of an emulated device (the VM's PL011 FR), ns per read
+  irq_forwarding    board SP804 one-shot expiry to the guest's handler, through the
+                    kernel's IRQ object and the virtual GIC (images/ptbench.elf)
+  shm_doorbell      round trip of a message between two VMs over shared memory and
+                    l4vmm,virq doorbells (images/shm.elf)
+  monitor_rtt       monitor command round trip (JSON lines over the Unix socket,
+                    a mix of list/ps/cpu list/dev memmap/cpu regs) while two VMs
+                    compute flat out on both cores: median, p99  [p99 < 10 ms]
+  monitor_50        the same with 50 clients connected, each sending requests
+                    back to back: median, p99, requests/s
+  (both run `pyned boot` as its own process and measure from this one; vm_busy
+  is the share of wall time the VMs' vCPUs spent in guest code meanwhile, from
+  the monitor's `stats`; host_load is the 1-minute load average before a run)
 
 The machine is shared and noisy: read medians, not single runs.
 """
@@ -474,6 +493,326 @@ def linux_boot(runs: int) -> dict:
     res["target"] = "<= 2x QEMU"
     res["ok"] = "ratio" in res and res["ratio"] <= 2.0
     return res
+# -- pass-through ---------------------------------------------------------------
+# images/ptbench.elf owns the board's first SP804 through an io vbus.
+
+_PT_IO = ("local hw = Io.system_bus()\n"
+          "Io.add_vbusses { vm_hw = Io.Vi.System_bus(function() t = wrap(hw.timer01) end) }\n")
+
+
+def _ptbench(bootargs: str, pattern: str) -> re.Match:
+    script = _script('local bus = { vm_hw = 1 }\n'
+                     'vmm.start_io(bus, "rom/fvp-baser.devs rom/bench.io")\n'
+                     'vmm.start_vm{ id = 1, kernel = "rom/ptbench.elf", '
+                     'fdt = "rom/virt-r82-passthrough.dtb", vbus = bus.vm_hw, '
+                     f'bootargs = "{bootargs}" }}\n')
+    (script.parent / "bench.io").write_text(_PT_IO)
+    from pyned.testing import Booted
+    with Booted(script) as b:
+        b.wait(120)
+        out = b.text("vm1")
+    m = re.search(pattern, out)
+    assert m, out
+    return m
+
+
+def passthrough_mmio(runs: int, n: int = 20_000) -> dict:
+    pt, em = [], []
+    for _ in range(runs):
+        m = _ptbench(f"bench=mmio n={n}",
+                     r"mmio pass-through (\d+) ns/read, emulated (\d+) ns/read")
+        pt.append(int(m.group(1)))
+        em.append(int(m.group(2)))
+    return {"passthrough_ns": float(statistics.median(pt)),
+            "emulated_ns": float(statistics.median(em)),
+            "ratio": statistics.median(pt) / statistics.median(em), "target": "(cost)", "ok": True}
+
+
+def irq_forwarding(runs: int, n: int = 300) -> dict:
+    med, p99, worst = [], [], []
+    for _ in range(runs):
+        m = _ptbench(f"bench=irq n={n} load_us=1000",
+                     r"irq latency median (\d+) ns p99 (\d+) ns max (\d+) ns")
+        med.append(int(m.group(1)))
+        p99.append(int(m.group(2)))
+        worst.append(int(m.group(3)))
+    return {"median_us": statistics.median(med) / 1e3, "p99_us": statistics.median(p99) / 1e3,
+            "max_us": max(worst) / 1e3, "target": "(cost)", "ok": True}
+
+
+def shm_doorbell(runs: int, rounds: int = 500) -> dict:
+    body = ('local L4 = require "L4"\n'
+            'local shm = L4.Env.user_factory:create(L4.Proto.Dataspace, 64 * 1024)\n'
+            'local a = L4.Env.factory:create(L4.Proto.Irq_sender)\n'
+            'local b = L4.Env.factory:create(L4.Proto.Irq_sender)\n'
+            'vmm.start_vm{ id = 2, kernel = "rom/shm.elf", fdt = "rom/virt-r82-shm.dtb", '
+            f'cpus = 0x2, bootargs = "role=pong rounds={rounds}", '
+            'ext_caps = { shm = shm, doorbell_out = b, doorbell_in = a } }\n'
+            'vmm.start_vm{ id = 1, kernel = "rom/shm.elf", fdt = "rom/virt-r82-shm.dtb", '
+            f'cpus = 0x1, bootargs = "role=ping rounds={rounds}", '
+            'ext_caps = { shm = shm, doorbell_out = a, doorbell_in = b } }\n')
+    med, worst = [], []
+    for _ in range(runs):
+        m = re.search(r"(\d+)/(\d+) round trips, rtt median (\d+) us max (\d+) us",
+                      _vm_output(body, "vm1", timeout=120))
+        assert m and m.group(1) == m.group(2), m
+        med.append(int(m.group(3)))
+        worst.append(int(m.group(4)))
+    return {"rtt_median_us": float(statistics.median(med)), "rtt_max_us": float(max(worst)),
+            "target": "(none)", "ok": True}
+
+
+# -- monitor ------------------------------------------------------------------
+
+_MONITOR_MIX = ["list", "ps", "vm1 cpu list", "vm2 dev memmap", "vm1 cpu 0 regs"]
+
+
+def _monitor_system(seconds: int):
+    """`pyned boot` with two busy VMs on both cores; returns (process, socket path)."""
+    body = "".join(f'vmm.start_vm{{ id = {i}, kernel = "rom/busy.elf", fdt = "rom/virt-r82.dtb", '
+                   f'cpus = {1 << (i - 1):#x}, bootargs = "seconds={seconds}" }}\n'
+                   for i in (1, 2))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "pyned", "boot", "--color=never",
+                             str(_script(body))], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            env=env, cwd=ROOT)
+    assert proc.stdout is not None
+    path, started = None, 0
+    while path is None or started < 2:
+        line = proc.stdout.readline().decode(errors="replace")
+        if not line:
+            raise RuntimeError("pyned ended before its VMs started")
+        m = re.search(r"monitor on unix:(\S+)", line)
+        path = m.group(1) if m else path
+        started += "busy: started" in line
+    return proc, path
+
+
+def _monitor_stop(proc) -> None:
+    proc.terminate()  # pyned shuts down and removes its private folder
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def _busy_share(conn, before: dict, seconds: float) -> float:
+    after = conn.request("stats")["result"]["vms"]
+    ns = {v["vm"]: sum(c["run_ns"] for c in v["cpus"]) for v in after}
+    spent = [ns[v["vm"]] - sum(c["run_ns"] for c in v["cpus"]) for v in before]
+    return statistics.mean(spent) / 1e9 / seconds
+
+
+def _closed_loop(path: str, clients: int, seconds: float) -> tuple[list[float], int]:
+    """``clients`` connections, each sending its next request when the last is answered."""
+    import json
+    import selectors
+    import socket
+    sel = selectors.DefaultSelector()
+    state = {}
+    for i in range(clients):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(path)
+        s.recv(4096)  # the greeting
+        s.setblocking(False)
+        state[s] = {"buf": b"", "t0": 0.0, "n": i}
+        sel.register(s, selectors.EVENT_READ)
+    lat: list[float] = []
+
+    def send(s) -> None:
+        st = state[s]
+        cmd = _MONITOR_MIX[st["n"] % len(_MONITOR_MIX)]
+        st["n"] += 1
+        st["t0"] = time.perf_counter()
+        s.sendall(json.dumps({"command": cmd}).encode() + b"\n")
+
+    for s in state:
+        send(s)
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        for key, _ in sel.select(0.5):
+            s = key.fileobj
+            st = state[s]
+            st["buf"] += s.recv(1 << 20)
+            while b"\n" in st["buf"]:
+                line, st["buf"] = st["buf"].split(b"\n", 1)
+                assert json.loads(line)["ok"], line
+                lat.append(time.perf_counter() - st["t0"])
+                send(s)
+    for s in state:
+        s.close()
+    return lat, len(lat)
+
+
+def _p99(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100)[98]
+
+
+def _monitor_bench(runs: int, clients: int, samples: int = 500, seconds: float = 5.0) -> dict:
+    from pyned.monitor.client import Connection
+    from pyned.monitor.server import Address
+    meds, p99s, rates, busy, load = [], [], [], [], []
+    for _ in range(runs):
+        load.append(os.getloadavg()[0])  # the machine is shared: say how busy it was
+        proc, path = _monitor_system(60)
+        try:
+            conn = Connection(Address("unix", path=path))
+            t0 = time.perf_counter()
+            before = conn.request("stats")["result"]["vms"]
+            if clients == 1:
+                lat = []
+                for i in range(samples + 20):
+                    t = time.perf_counter()
+                    assert conn.request(_MONITOR_MIX[i % len(_MONITOR_MIX)])["ok"]
+                    if i >= 20:  # the first ones warm up caches and the worker pool
+                        lat.append(time.perf_counter() - t)
+                rates.append(len(lat) / (time.perf_counter() - t0))
+            else:
+                lat, n = _closed_loop(path, clients, seconds)
+                rates.append(n / seconds)
+            busy.append(_busy_share(conn, before, time.perf_counter() - t0))
+            conn.close()
+        finally:
+            _monitor_stop(proc)
+        meds.append(statistics.median(lat))
+        p99s.append(_p99(lat))
+    return {"median_ms": statistics.median(meds) * 1e3, "p99_ms": statistics.median(p99s) * 1e3,
+            "worst_p99_ms": max(p99s) * 1e3, "req_per_s": statistics.median(rates),
+            "vm_busy": statistics.median(busy), "host_load": statistics.median(load)}
+
+
+def monitor_rtt(runs: int) -> dict:
+    res = _monitor_bench(runs, 1)
+    return {**res, "target": "p99 < 10 ms", "ok": res["p99_ms"] < 10}
+
+
+def monitor_50(runs: int) -> dict:
+    res = _monitor_bench(runs, 50)
+    return {**res, "target": "(none)", "ok": True}
+
+
+# -- lifecycle -----------------------------------------------------------------
+# crash.elf with crash=udf prints two lines and faults on an undefined
+# instruction with no vector table; its policy restarts it at once, forever.
+
+_CRASH_LOOP = ('vmm.start_vm{ id = 1, kernel = "rom/crash.elf", fdt = "rom/virt-r82.dtb", '
+               'bootargs = "crash=udf", restart = { on = { "crash" } } }\n')
+
+
+def _crash_cycles(b, cycles: int, on_cycle=None) -> list[float]:
+    """Run ``cycles`` crash/restart cycles; seconds from each crash to the next first byte."""
+    import threading
+    lock = threading.Lock()
+    done = threading.Event()
+    state = {"crash": None, "n": 0, "active": True}
+    latencies: list[float] = []
+
+    def on_entry(e) -> None:
+        if e.vm == "vm1" and e.event == "crash":
+            with lock:
+                state["crash"] = time.perf_counter()
+
+    def on_output(_data: bytes) -> None:
+        now = time.perf_counter()
+        with lock:
+            if state["crash"] is None or not state["active"]:
+                return
+            latencies.append(now - state["crash"])
+            state["crash"] = None
+            state["n"] += 1
+            if on_cycle is not None:
+                on_cycle(state["n"])
+            if state["n"] >= cycles:
+                done.set()
+
+    stop = b.system.journal.subscribe(on_entry)
+    b.channel("vm1").subscribe(on_output)   # no unsubscribe: made inert below
+    try:
+        if not done.wait(cycles * 2 + 30):
+            raise RuntimeError(f"only {state['n']} of {cycles} restarts; output:\n"
+                               + b.text("vm1")[-2000:])
+    finally:
+        stop()
+        with lock:
+            state["active"] = False
+    return latencies
+
+
+def restart_latency(runs: int, cycles: int = 100) -> dict:
+    from pyned.testing import Booted
+    medians, p99s = [], []
+    for _ in range(runs):
+        with Booted(_script(_CRASH_LOOP)) as b:
+            b.expect("vm1", "crash: executing udf")
+            lat = sorted(_crash_cycles(b, cycles))
+        medians.append(statistics.median(lat))
+        p99s.append(lat[min(len(lat) - 1, int(len(lat) * 0.99))])
+    med, p99 = statistics.median(medians), statistics.median(p99s)
+    return {"median_ms": med * 1e3, "p99_ms": p99 * 1e3, "best_median_ms": min(medians) * 1e3,
+            "target": "< 50 ms", "ok": med < 0.05}
+
+
+def _rss() -> int:
+    import gc
+    gc.collect()
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _rss_over_cycles(b, samples: int = 15) -> int:
+    """Median RSS over some cycles: a single sample depends on where in its life the
+    current VM is (its emulator's code cache grows as it runs)."""
+    values = []
+    for _ in range(samples):
+        _crash_cycles(b, 1)
+        values.append(_rss())
+    return int(statistics.median(values))
+
+
+def restart_memory(runs: int, cycles: int = 1000, warmup: int = 10) -> dict:
+    """RSS after ``warmup`` cycles and after ``cycles`` more (one run: 1000 cycles take long)."""
+    from pyned.testing import Booted
+    growth = []
+    for _ in range(max(1, runs // 5)):
+        with Booted(_script(_CRASH_LOOP)) as b:
+            b.expect("vm1", "crash: executing udf")
+            _crash_cycles(b, warmup)
+            before = _rss_over_cycles(b)
+            _crash_cycles(b, cycles)
+            after = _rss_over_cycles(b)
+            entries = len(b.system.journal.entries())
+        growth.append((after - before) / 1e6)
+    worst = max(growth)
+    return {"before_MB": before / 1e6, "after_MB": after / 1e6, "growth_MB": worst,
+            "journal_entries": entries, "target": "< 10 MB", "ok": worst < 10}
+
+
+def isolation(runs: int, seconds: int = 5) -> dict:
+    """Per-second worst and mean lateness of the rtos, as it measures them."""
+    res = {}
+    for label, backoff in (("alone", None), ("storm100", 100), ("storm0", 0)):
+        worst, means, restarts = [], [], []
+        for _ in range(runs):
+            body = (f'vmm.start_vm{{ id = 1, kernel = "rom/rtos.elf", fdt = "rom/virt-r82.dtb", '
+                    f'bootargs = "seconds={seconds}", prio = 20, cpus = 0x1 }}\n')
+            if backoff is not None:
+                body += ('vmm.start_vm{ id = 2, kernel = "rom/crash.elf", fdt = "rom/virt-r82.dtb", '
+                         'bootargs = "crash=udf", prio = 1, cpus = 0x2, '
+                         f'restart = {{ on = {{ "crash" }}, backoff_ms = {backoff} }} }}\n')
+            from pyned.testing import Booted
+            with Booted(_script(body)) as b:
+                b.expect("vm1", "rtos: done", seconds * 10 + 30)
+                out = b.text("vm1")
+                restarts.append(len(b.journal("vm2", "restart")) / seconds)
+            samples = [(int(w), int(m)) for w, m in
+                       re.findall(r"worst_late_us=(\d+) mean_late_us=(\d+)", out)]
+            worst.append(max(w for w, _ in samples))
+            means += [m for _, m in samples]
+        res[f"{label}_worst_us"] = float(statistics.median(worst))
+        res[f"{label}_mean_us"] = float(statistics.median(means))
+        if backoff is not None:
+            res[f"{label}_restarts_per_s"] = statistics.median(restarts)
+    return {**res, "target": "(figures)", "ok": True}
 
 
 BENCHES = {"boot_first_byte": boot_first_byte, "compute_ratio": compute_ratio,
@@ -481,7 +820,11 @@ BENCHES = {"boot_first_byte": boot_first_byte, "compute_ratio": compute_ratio,
            "injected_irq": injected_irq, "timer_latency": timer_latency,
            "idle_cpu": idle_cpu, "virtio_blk_read": virtio_blk_read,
            "virtio_blk_write": virtio_blk_write, "virtio_net": virtio_net,
-           "virtio_console": virtio_console, "linux_boot": linux_boot}
+           "virtio_console": virtio_console, "passthrough_mmio": passthrough_mmio,
+           "irq_forwarding": irq_forwarding, "shm_doorbell": shm_doorbell,
+           "monitor_rtt": monitor_rtt, "monitor_50": monitor_50,
+           "restart_latency": restart_latency, "restart_memory": restart_memory,
+           "isolation": isolation, "linux_boot": linux_boot}
 
 
 def main() -> int:

@@ -38,7 +38,8 @@ end
 L4.Proto = {
   Dataspace = 0x4000, Namespace = 0x4001, Goos = 0x4003, Mem_alloc = 0x4004, Rm = 0x4005,
   Event = 0x4006, Inhibitor = 0x4007, Sigma0 = -6, Log = -13, Scheduler = -14, Factory = -15,
-  Vm = -16, Dma_space = -17, Irq_sender = -18, Semaphore = -20, Iommu = -22, Ipc_gate = 0,
+  Vm = -16, Dma_space = -17, Irq_sender = -18, Irq_muxer = -19, Semaphore = -20, Iommu = -22,
+  Ipc_gate = 0,
 }
 L4.Rights = { s = 2, w = 1, r = 4, d = 8, n = 16, c = 32, ro = 4, rw = 5, rws = 7 }
 L4.Ldr_flags = { eager_map = 1, all_segs_cow = 2, pinned_segs = 4 }
@@ -54,6 +55,13 @@ L4.Info = {
 
 function L4.sleep(s) native(N.sleep_ms, math.floor((tonumber(s) or 0) * 1000)) end
 function L4.msleep(ms) native(N.sleep_ms, tonumber(ms) or 0) end
+
+-- pyned: serve the monitor on an address ("unix:PATH", "tcp:127.0.0.1:PORT");
+-- `vm` names the VM its VM commands go to. Returns the address served.
+function L4.monitor_listen(address, vm)
+  if type(address) ~= "string" then user_error("monitor_listen: address must be a string") end
+  return native(N.monitor_listen, address, vm and tostring(vm) or nil)
+end
 
 ---------------------------------------------------------------------------
 -- CPU sets: a bit per platform core.
@@ -126,6 +134,9 @@ function Cap:create(proto, ...)
     local size, flags, align, addr = args[1], args[2], args[3], args[4]
     if type(size) ~= "number" then user_error("create(Proto.Dataspace): size must be a number") end
     return cap("dataspace", native(N.ds_create, math.floor(size), flags or 0, align or 21, addr))
+  elseif proto == L4.Proto.Irq_sender and self.kind == "factory" then
+    -- A kernel IRQ object: one receiver binds it, its holders trigger it.
+    return cap("irq", native(N.irq_create))
   elseif proto == L4.Proto.Scheduler then
     local prio, cpus = args[2], args[3]
     return cap("scheduler", nil, { prio = math.floor(prio or 0), cpus = cpu_mask(cpus) })
@@ -173,6 +184,22 @@ function Task:exit_handler(fn)
   local ok = N.task_exit_handler(self.handle, fn)
   if ok == nil then user_error("exit_handler callback already registered") end
   return ok
+end
+-- pyned: lifecycle callbacks, run from the event loop like exit handlers. `event`
+-- is one of a VM's journal events (crash, reboot, shutdown, killed, restart,
+-- gave-up, watchdog) or "exit" (any task); fn gets a table with the entry's
+-- fields (event, vm, cause, code, pc, esr, far, restarts, console, time, ...).
+function Task:on(event, fn)
+  if type(event) ~= "string" then user_error("on: expects an event name") end
+  if type(fn) ~= "function" then user_error("on: expects a function") end
+  native(N.task_on, self.handle, event, fn)
+  return self
+end
+-- pyned: this VM's journal entries (see L4.journal).
+function Task:journal(filter)
+  local vm = N.task_vm(self.handle)
+  if vm == nil then user_error("journal: " .. tostring(self) .. " is not a VM") end
+  return L4.journal(setmetatable({ vm = vm }, { __index = filter }))
 end
 function Task.__eq(a, b) return N.task_id(a.handle) == N.task_id(b.handle) end
 function Task.__lt(a, b) return N.task_id(a.handle) < N.task_id(b.handle) end
@@ -231,7 +258,7 @@ function Loader:startv(env, prog, ...)
   local prio, cpus
   if type(sched) == "table" and sched.kind == "scheduler" then prio, cpus = sched.prio, sched.cpus end
   local log = resolve_log(self, env, prog)
-  return task(native(N.exec, prog, args, caps, log, prio, cpus))
+  return task(native(N.exec, prog, args, caps, log, prio, cpus, env.restart))
 end
 
 function Loader:start(env, cmdline, posix_env)
@@ -243,6 +270,14 @@ function Loader:start(env, cmdline, posix_env)
 end
 
 L4.Loader = Loader
+
+-- pyned: the lifecycle journal as a list of tables, oldest first.
+-- filter: { vm = "vm1", event = "crash" or {"crash", "restart"}, since = seq }
+function L4.journal(filter)
+  filter = filter or {}
+  if type(filter) ~= "table" then user_error("journal: expects a table { vm, event, since }") end
+  return native(N.journal, filter.vm, filter.event, filter.since)
+end
 L4.default_loader = Loader.new({ factory = L4.Env.factory, mem = L4.Env.mem_alloc })
 
 return L4

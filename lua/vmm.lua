@@ -73,7 +73,10 @@ end
 function M.start_virtio_switch(ports, prio, cpus, switch_type, ext_caps)
   local opts = { ports = ports, switch_type = switch_type, ext_caps = ext_caps }
   M.set_sched(opts, prio, cpus)
-  return M.start_virtio_switch_tbl(opts)
+  -- pyned: the lifecycle journal (L4.journal).
+M.journal = L4.journal
+
+return M.start_virtio_switch_tbl(opts)
 end
 
 -- pyned's block server: disks = { name = "file.img" | { file = ..., ro = true, serial = ... } }
@@ -106,11 +109,41 @@ function M.start_virtio_rng(sources, opts)
   end)
 end
 
+-- io: `busses` names the vbusses (keys); each key gets a channel, io serves the
+-- vbus of that name on it, and the table is rewritten to hold the channels for
+-- start_vm{ vbus = ... } or a native program's caps. As uvmm's vmm.lua, io is
+-- started with `cmdline` plus rom/<key>.vbus for every bus. (uvmm's version warns
+-- without opts.scheduler; pyned's io runs no threads, so there is nothing to warn of.)
+function M.start_io(busses, cmdline, opts)
+  if type(busses) ~= "table" then user_error("start_io: expects a table of vbus names") end
+  if type(cmdline) ~= "string" then user_error("start_io: the command line must be a string") end
+  opts = opts or {}
+  if opts.caps ~= nil then
+    print("Warning: use opts.ext_caps to pass custom/additional capabilities.")
+  end
+  local caps = {}
+  local names = {}
+  for k in pairs(busses) do names[#names + 1] = k end
+  table.sort(names, function(a, b) return tostring(a) < tostring(b) end)
+  local files = ""
+  for _, k in ipairs(names) do
+    local c = M.loader:new_channel()
+    busses[k] = c
+    caps[k] = c:svr()
+    files = files .. " rom/" .. tostring(k) .. ".vbus"
+  end
+  local env = { caps = M.table_override(caps, opts.caps, opts.ext_caps),
+                log = opts.log or { "io", "red" }, scheduler = opts.scheduler }
+  return M.loader:start(env, "rom/io " .. cmdline .. files)
+end
+
 local known = {
   id = "number", mem = true, mem_align = "number", ram_base = "number", kernel = "string",
   rd = "string", fdt = true, bootargs = "string", cpus = true, prio = "number", log = true,
   mon = true, ext_args = "table", ext_caps = "table", net = true, vbus = true, jdb = true,
   scheduler = "table",
+  -- pyned's own: a restart policy, and the no-progress detector's timeout (s)
+  restart = "table", hang_timeout = "number",
 }
 
 local function check_options(options)
@@ -142,6 +175,9 @@ function M.start_vm(options)
   if options.ram_base then
     cmdline[#cmdline + 1] = string.format("-b0x%x", options.ram_base)
   end
+  if options.hang_timeout then
+    cmdline[#cmdline + 1] = "--hang-timeout=" .. tostring(options.hang_timeout)
+  end
   for _, a in ipairs(options.ext_args or {}) do cmdline[#cmdline + 1] = tostring(a) end
 
   local mem = options.mem or 16
@@ -167,15 +203,22 @@ function M.start_vm(options)
                                   jdb = options.jdb and L4.Env.jdb or nil },
                                 options.ext_caps)
 
+  -- mon: nil/true is the VM's monitor channel "monN" (reached with 'connect monN'),
+  -- false turns the monitor off; a string is uvmm_cli (pyned monitor is its
+  -- counterpart) or an address on which to serve the monitor for this VM.
+  local mon_address
   if options.mon ~= false then
-    if type(options.mon) == "string" then
-      user_error("start_vm: mon = '" .. options.mon .. "': a separate monitor client is not "
-                 .. "available in pyned; use mon = true (the default)")
+    if type(options.mon) == "string" and options.mon ~= "uvmm_cli" then
+      if not options.mon:match("^unix:") and not options.mon:match("^tcp:") then
+        user_error("start_vm: mon = '" .. options.mon .. "': give true, false, \"uvmm_cli\", "
+                   .. "\"unix:PATH\" or \"tcp:127.0.0.1:PORT\"")
+      end
+      mon_address = options.mon
     end
     caps.mon = M.loader.log_fab:create(L4.Proto.Log, "mon" .. tostring(nr), "g")
   end
 
-  local opts = { caps = caps, scheduler = options.scheduler }
+  local opts = { caps = caps, scheduler = options.scheduler, restart = options.restart }
   if options.log then
     opts.log = options.log
   else
@@ -184,7 +227,12 @@ function M.start_vm(options)
   end
   if not opts.scheduler then M.set_sched(opts, options.prio, options.cpus) end
 
-  return M.loader:startv(opts, "rom/uvmm", table.unpack(cmdline))
+  local task = M.loader:startv(opts, "rom/uvmm", table.unpack(cmdline))
+  if mon_address then L4.monitor_listen(mon_address, nr and ("vm" .. tostring(nr)) or nil) end
+  return task
 end
+
+-- pyned: the lifecycle journal (L4.journal).
+M.journal = L4.journal
 
 return M

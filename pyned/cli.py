@@ -1,4 +1,4 @@
-"""The ``pyned`` command: ``pyned boot [SCRIPT.lua [ARGS]]``.
+"""The ``pyned`` command: ``pyned boot [SCRIPT.lua [ARGS]]``, ``pyned test SCRIPT.lua...``.
 
 Errors a user can cause end in one line and a non-zero status; ``--debug``
 shows the traceback.
@@ -7,13 +7,18 @@ shows the traceback.
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pyned.errors import PynedError
 from pyned.services.rom import PROJECT_ROOT
+
+if TYPE_CHECKING:
+    from pyned.system import System
 
 DEMO_SCRIPT = PROJECT_ROOT / "lua" / "examples" / "demo.lua"
 
@@ -29,9 +34,60 @@ def _boot_parser(sub: argparse._SubParsersAction) -> None:
                    help="add a folder to the rom/ search path")
     p.add_argument("--cores", type=int, default=None, help="number of platform cores (default 2)")
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    p.add_argument("--monitor", action="append", default=[], metavar="ADDR",
+                   help="also serve the monitor on ADDR: tcp:127.0.0.1:PORT (loopback, with a "
+                        "token) or unix:PATH; 'off': no monitor (default: a private Unix socket)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--led-trace", type=Path, metavar="FILE",
+                   help="at the end, write the board LEDs' timeline with the VMs' starts and "
+                        "crashes: FILE.svg (a plot), .csv or .json")
+    p.add_argument("--journal", type=Path, metavar="FILE.json",
+                   help="write the lifecycle journal to this file when pyned ends")
     p.add_argument("script", nargs="?", type=Path, help="the Lua script")
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script (arg table)")
+
+
+def _test_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("test", help="run Lua test scripts (require \"test\"), one system each")
+    p.add_argument("--timeout", type=float, default=60.0, metavar="S",
+                   help="fail a script that has not ended after S seconds (default 60)")
+    p.add_argument("--rom", action="append", default=[], type=Path, metavar="DIR",
+                   help="add a folder to the rom/ search path")
+    p.add_argument("--cores", type=int, default=None, help="number of platform cores (default 2)")
+    p.add_argument("-v", "--verbose", action="store_true", help="show every script's output")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("scripts", nargs="+", type=Path, metavar="SCRIPT.lua")
+
+
+def _test(args: argparse.Namespace) -> int:
+    from pyned.ned.testrun import run_tests
+
+    missing = [s for s in args.scripts if not s.is_file()]
+    if missing:
+        raise PynedError(f"{missing[0]}: no such script")
+    if args.timeout <= 0:
+        raise PynedError(f"--timeout {args.timeout:g}: must be positive")
+    return run_tests(list(args.scripts), sys.stdout, timeout=args.timeout, rom_dirs=args.rom,
+                     board=_board(args.cores), verbose=args.verbose)
+
+
+def _board(cores: int | None):
+    from dataclasses import replace
+
+    from pyned.platform.board import Board
+
+    board = Board() if cores is None else replace(Board(), cores=cores)
+    if board.cores < 1 or board.cores > 8:
+        raise PynedError(f"--cores {board.cores}: the platform has 1 to 8 cores")
+    return board
+def _monitor_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("monitor", help="the monitor's client: consoles, inspection, control")
+    p.add_argument("address", nargs="?",
+                   help="unix:PATH or tcp:127.0.0.1:PORT (default: the running pyned's)")
+    p.add_argument("-c", "--command", action="append", default=[], metavar="CMD", dest="commands",
+                   help="run CMD and exit (repeatable)")
+    p.add_argument("--token", help="the token of a TCP monitor")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def _unicorn_parser(sub: argparse._SubParsersAction) -> None:
@@ -85,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pyned", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _boot_parser(sub)
+    _monitor_parser(sub)
+    _test_parser(sub)
     _unicorn_parser(sub)
     _images_parser(sub)
     args = parser.parse_args(argv)
@@ -92,10 +150,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "boot":
             return _boot(args)
+        if args.command == "test":
+            return _test(args)
         if args.command == "unicorn":
             return _unicorn(args)
         if args.command == "images":
             return _images(args)
+        if args.command == "monitor":
+            from pyned.monitor import client
+            return client.main(args.address, args.commands, args.token)
     except PynedError as err:
         if debug:
             traceback.print_exc()
@@ -108,10 +171,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _boot(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from pyned.ned.runtime import ExitMode, Ned, NedOptions
-    from pyned.platform.board import Board
+    from pyned.ned.runtime import ExitMode, Ned, NedOptions, TestEnded
     from pyned.system import System, SystemOptions
 
     script = args.script
@@ -121,15 +181,59 @@ def _boot(args: argparse.Namespace) -> int:
         raise PynedError("--exit and --wait-and-exit exclude each other")
     mode = ExitMode.EXIT if args.exit else (
         ExitMode.WAIT_AND_EXIT if args.wait_and_exit else ExitMode.SERVE)
-    board = Board() if args.cores is None else replace(Board(), cores=args.cores)
-    if board.cores < 1 or board.cores > 8:
-        raise PynedError(f"--cores {board.cores}: the platform has 1 to 8 cores")
+    board = _board(args.cores)
     colour = {"auto": None, "always": True, "never": False}[args.color]
     rom_dirs = ([script.parent] if script else []) + list(args.rom)
     system = System(SystemOptions(board=board, rom_dirs=rom_dirs, colour=colour))
+    # A terminated pyned (CI's timeout, a service manager) still shuts down in order
+    # and removes its monitor's private folder.
+    signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(143))
     try:
+        _serve_monitor(system, args.monitor)
         ned = Ned(system, NedOptions(script=script, args=list(args.args),
                                      execute=list(args.execute), mode=mode, debug=args.debug))
         return ned.run()
+    except TestEnded as end:  # a test script run with boot: its verdict is the status
+        print(f"pyned: test {'passed' if end.passed else 'FAILED'}"
+              f"{': ' + end.message if end.message else ''}", file=sys.stderr)
+        return 0 if end.passed else 1
     finally:
         system.shutdown()
+        if args.journal is not None:
+            system.journal.write_json(args.journal)
+        if args.led_trace is not None:
+            _write_led_trace(system, args.led_trace, script)
+
+
+def _write_led_trace(system: "System", path: Path, script: Path | None) -> None:
+    from pyned.kernel.clock import now_ns
+    from pyned.ledplot import Marker, write_trace
+
+    leds = system.hardware.leds
+    events = leds.timeline()
+    used = [name for name in leds.names if any(e.led == name for e in events)]
+    t0 = system.journal.start
+    markers = [Marker(int((t0 + e.time) * 1e9), f"{e.vm} {e.event}", e.event)
+               for e in system.journal.entries()
+               if e.event in ("start", "crash", "restart", "shutdown", "reboot", "killed")]
+    title = f"LED timeline of {script.name}" if script else "LED timeline"
+    try:
+        write_trace(path, events, used or list(leds.names), leds.start_ns, now_ns(), markers,
+                    title)
+    except OSError as err:
+        print(f"pyned: {path}: cannot write the LED trace: {err.strerror}", file=sys.stderr)
+        return
+    print(f"pyned: LED timeline ({len(events)} changes) written to {path}", file=sys.stderr)
+
+
+def _serve_monitor(system: System, addresses: list[str]) -> None:
+    """The private Unix socket plus every --monitor address; each printed on ned's log."""
+    if "off" in addresses:
+        if len(addresses) > 1:
+            raise PynedError("--monitor off excludes other --monitor addresses")
+        return
+    from pyned.monitor import Monitor
+
+    monitor = Monitor.of(system)
+    for address in [None, *addresses]:
+        monitor.serve(address)

@@ -7,13 +7,20 @@ are fully independent.
 
 from __future__ import annotations
 
+import ctypes
+import gc
+import queue
+import threading
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable
 
 from pyned.cpu.engine import patched
 from pyned.cpu.syndrome import SyndromeLayout, probe_syndrome_layout
-from pyned.kernel.clock import Clock
+from pyned.devices.hardware import Hardware
+from pyned.kernel.clock import Clock, now_ns
+from pyned.kernel.irq import Icu
 from pyned.kernel.memory import PhysicalMemory
 from pyned.kernel.scheduler import DEFAULT_SLICE_NS, Scheduler
 from pyned.kernel.task import TaskTable
@@ -27,6 +34,7 @@ if TYPE_CHECKING:
     from pyned.services.uvmm import Guest
 
 
+
 @dataclass
 class SystemOptions:
     board: Board = field(default_factory=Board)
@@ -34,6 +42,33 @@ class SystemOptions:
     out: BinaryIO | None = None
     colour: bool | None = None
     slice_ns: int = DEFAULT_SLICE_NS
+
+
+def _libc_trim() -> Callable[[], None]:
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return lambda: None
+    trim.argtypes = [ctypes.c_size_t]
+    return lambda: trim(0) and None
+
+
+# A VM torn down frees megabytes that glibc keeps in its arenas; a long-running
+# system that restarts VMs gives them back to the OS after each rebuild.
+_return_free_heap = _libc_trim()
+
+
+def settle_heap() -> None:
+    """Collect, then exempt what exists now from future garbage collections.
+
+    Called once a system is set up, before its VMs start: the interpreter,
+    the imported modules and the Lua runtime live as long as the process, yet
+    every full collection walked them all, about two thirds of the heap, a
+    pause of tens of milliseconds for every thread (an rtos VM's ticks
+    included) each time VMs were rebuilt often enough to trigger one.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 class System:
@@ -47,10 +82,18 @@ class System:
         self.scheduler = Scheduler(self.board.cores, self.clock, opts.slice_ns)
         self.tasks = TaskTable()
         self.cons = Cons(self.clock, opts.out, opts.colour)
+        self.icu = Icu(32, self.board.spis)
+        self.hardware = Hardware(self.board, self.icu.line, self.clock, now_ns,
+                                 lambda name: self.cons.create(name, "y"))
         self.rom = Rom(list(opts.rom_dirs) + shipped_dirs())
         self.guests: dict[int, Guest] = {}   # by task id: running uvmm instances
         self.journal = Journal()
         self.switches: list[VirtioSwitch] = []
+        # The monitor (pyned.monitor.Monitor, a layer above) once one is started.
+        self.monitor: Any = None
+        self._work: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._worker: threading.Thread | None = None
+        self._worker_lock = threading.Lock()
         self._ned_channel = self.cons.create("ned", "")
         self.exact_stops = patched()
         if not self.exact_stops:
@@ -61,11 +104,40 @@ class System:
     def ned_log(self, text: str) -> None:
         self._ned_channel.write(text.encode() + b"\n")
 
+    def background(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the system's worker thread: work too long for a core or the
+        clock thread (a VM being rebuilt). One long-lived thread, so that the C
+        heap it allocates from stays one arena instead of a new one per restart."""
+        with self._worker_lock:
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._serve_work, name="pyned-worker",
+                                                daemon=True)
+                self._worker.start()
+        self._work.put(fn)
+
+    def _serve_work(self) -> None:
+        while True:
+            fn = self._work.get()
+            if fn is None:
+                return
+            try:
+                fn()
+            except Exception:  # a host bug: report it, keep serving the others
+                traceback.print_exc()
+            _return_free_heap()
+
     def shutdown(self) -> None:
         """Kill every task and stop the cores and the clock."""
+        if self.monitor is not None:
+            self.monitor.close()
         for task in self.tasks.alive():
             task.kill()
-        self.scheduler.stop()
+        with self._worker_lock:
+            worker = self._worker
+        if worker is not None:  # let a rebuild in progress finish, then stop
+            self._work.put(None)
+            worker.join(5.0)
+        self.scheduler.stop()   # returns once no core is inside the emulator
         self.clock.stop()
         for switch in self.switches:
             switch.close()

@@ -3,6 +3,16 @@
     with Booted("examples/demo.lua") as b:
         b.expect("vm1", r"powering off")
         assert b.wait() == 0
+
+With the pytest plugin (``pyned.pytest_plugin``, registered as a ``pytest11``
+entry point) a test gets the same through fixtures::
+
+    def test_restart(pyned_boot):
+        b = pyned_boot(source=SCRIPT)
+        b.expect("vm1", "rtos: tick=1000 ")
+        b.inject("vm1", "undefined")
+        crash = b.wait_event("vm1", "crash")
+        assert crash.esr >> 26 == 0
 """
 
 from __future__ import annotations
@@ -19,7 +29,9 @@ from pyned.errors import PynedError
 from pyned.ned.runtime import ExitMode, Ned, NedOptions
 from pyned.platform.board import Board
 from pyned.services.cons import Channel
+from pyned.services.journal import JournalEntry
 from pyned.system import System, SystemOptions
+from pyned.vmm.vm import Injection
 
 
 class _Output(io.RawIOBase):
@@ -73,6 +85,7 @@ class Booted:
                                                execute=list(execute or []), mode=mode))
         self.status: int | None = None
         self.error: BaseException | None = None
+        self._monitor_path: str | None = None
         self._thread = threading.Thread(target=self._run, name="pyned-test-ned", daemon=True)
 
     def _run(self) -> None:
@@ -113,8 +126,58 @@ class Booted:
             raise AssertionError(f"{name}: no {pattern!r} within {timeout}s; got:\n{ch.text()}")
         return m.group(0)
 
+    def monitor_path(self) -> str:
+        """The Unix socket of this system's monitor, served from the first call on."""
+        if self._monitor_path is None:
+            from pyned.monitor import Monitor  # a layer above the system
+            self._monitor_path = Monitor.of(self.system).listen().address.path
+        return self._monitor_path
+
     def text(self, name: str) -> str:
         return self.system.cons.channels[name].text()
+
+    def guest(self, name: str, timeout: float = 10.0):
+        """The running uvmm instance whose console is ``name`` (a ``Guest``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for g in list(self.system.guests.values()):
+                if g.name == name:
+                    return g
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no running VM {name!r}; have "
+                                     f"{sorted(g.name for g in self.system.guests.values())}")
+            time.sleep(0.01)
+
+    def inject(self, name: str, kind: str | Injection, cpu: int = 0) -> None:
+        """A fault into VM ``name``: data-abort, undefined, serror or hang."""
+        self.guest(name).vm.inject(Injection(kind), cpu)
+
+    def reset(self, name: str) -> None:
+        self.guest(name).reset("test")
+
+    def journal(self, vm: str | None = None, *events: str) -> list[JournalEntry]:
+        return self.system.journal.entries(vm=vm, events=events)
+
+    def wait_event(self, vm: str, event: str, count: int = 1,
+                   timeout: float = 10.0) -> JournalEntry:
+        """Wait until ``vm``'s journal holds ``count`` ``event`` entries; the count-th."""
+        got = threading.Event()
+        stop = self.system.journal.subscribe(lambda e: got.set() if e.vm == vm else None)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                found = self.journal(vm, event)
+                if len(found) >= count:
+                    return found[count - 1]
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(
+                        f"{vm}: {len(found)} {event!r} entries within {timeout}s, wanted "
+                        f"{count}; journal:\n" + "\n".join(e.line() for e in self.journal(vm)))
+                got.wait(left)
+                got.clear()
+        finally:
+            stop()
 
     def wait(self, timeout: float = 20.0) -> int:
         """Wait for the script's run to end; return pyned's exit status."""

@@ -24,6 +24,7 @@ class MemAccess:
     size: int      # total bytes touched
     is_load: bool
     rt: int
+    rt2: int | None = None   # the second register of a pair
 
 
 def _sext(value: int, bits: int) -> int:
@@ -86,5 +87,5 @@ def decode_access(insn: int, reg: RegRead, pc: int) -> MemAccess | None:
         imm7 = _sext((insn >> 15) & 0x7F, 7) * regsize
         base = reg(rn)
         ea = base if mode == 0b01 else base + imm7
-        return MemAccess(ea & _MASK64, 2 * regsize, is_load, rt)
+        return MemAccess(ea & _MASK64, 2 * regsize, is_load, rt, (insn >> 10) & 0x1F)
     return None

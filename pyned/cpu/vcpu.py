@@ -12,7 +12,8 @@ parts of the core a VMM needs from it:
   table with ESR/FAR recovered from Unicorn's discarded exception state;
 * hypercalls (hvc/smc) handed to the VM's trap handler inside the hook;
 * stage-2 faults (accesses outside every mapped region) reported exactly,
-  from range-limited unmapped-memory hooks that never cover RAM;
+  from range-limited unmapped-memory hooks that never cover RAM, for the VM
+  to resolve by its fault mode (``skip_access`` steps over an ignored one);
 * ``run()``, one ``emu_start``, classified into an ``Exit``.
 """
 
@@ -152,6 +153,7 @@ class ExitKind(Enum):
     PREEMPT = "preempt"    # stopped from outside (kick): time slice, interrupt, pause
     STOP = "stop"          # a trap handler asked the run loop to act (payload says what)
     FATAL = "fatal"        # the guest is in a state it cannot leave: the VM must halt
+    UNBACKED = "unbacked"  # an access outside the VM's memory (payload: FaultReport)
 
 
 @dataclass
@@ -200,6 +202,7 @@ class Vcpu:
         self._traps = traps
         self._hypercall = traps.hypercall
         self.hypercalls = 0
+        self.exceptions = 0      # exception entries made (synchronous and asynchronous)
         self.last_hypercall = 0
         self._ctx = self.uc.context_save()
         self._ctx_ptr = self._ctx.context
@@ -218,6 +221,10 @@ class Vcpu:
         # (monotonic time, what, pc, esr): formatted only when a report needs it
         self.recent: collections.deque[tuple[float, str, int, int]] = collections.deque(maxlen=16)
         self.exits: collections.Counter[str] = collections.Counter()
+        # Host time inside emu_start: what the monitor can show of a guest's
+        # work, since Unicorn counts no instructions.
+        self.run_ns = 0
+        self._run_since = 0
         self._init_el2_el3(midr)
         self.uc.hook_add(UC_HOOK_INTR, self._on_intr)
         if len(sysregs):
@@ -367,12 +374,15 @@ class Vcpu:
         """Run until the guest idles, is stopped, or needs the run loop."""
         self._pending_exit = None
         start = self.pc
+        self._run_since = time.perf_counter_ns()
         try:
             self.uc.emu_start(start, _UNTIL)
         except UcError as err:
             if self._pending_exit is None:
                 self._pending_exit = Exit(ExitKind.FATAL, self._report(
                     f"emulator error: {err}", self.pc))
+        self.run_ns += time.perf_counter_ns() - self._run_since
+        self._run_since = 0
         with self._kick_lock:
             kicked, self._kicked = self._kicked, False
         if self._skip_at is not None:
@@ -393,11 +403,18 @@ class Vcpu:
             exit_ = Exit(ExitKind.WFI)
         else:
             exit_ = Exit(ExitKind.PREEMPT, kicked)
-        reason = exit_.kind.value
-        if exit_.kind == ExitKind.STOP and isinstance(exit_.payload, str):
-            reason += ":" + exit_.payload   # exception, sysreg, unmasked, ...
-        self.exits[reason] += 1
+        # By reason: a stop counts as what it was for (sysreg, unmasked, cpu_off, standby).
+        self.exits[exit_.payload if exit_.kind is ExitKind.STOP else exit_.kind.value] += 1
         return exit_
+
+    def run_time_ns(self) -> int:
+        """Host time spent inside the emulator so far, the running slice included (any thread).
+
+        A vCPU alone on its core can stay in one slice for seconds. Read from
+        another thread, the sum may briefly miss a slice that just ended.
+        """
+        total, since = self.run_ns, self._run_since
+        return total + (time.perf_counter_ns() - since if since else 0)
 
     def watch_unmask(self, daif_bits: int) -> bool:
         """Stop right after the guest's next ``msr daifclr`` that clears ``daif_bits``.
@@ -575,6 +592,7 @@ class Vcpu:
                        far: int | None = None) -> int:
         """Exception entry to EL1; returns the vector address now in PC."""
         r = self._regs
+        self.exceptions += 1
         pstate = r.read(A.UC_ARM64_REG_PSTATE)
         plan = plan_entry(pstate, kind)
         self.uc.cpr_write(3, 0, 4, 0, 0, pstate)       # SPSR_EL1 (no named register id)
@@ -664,8 +682,27 @@ class Vcpu:
             esr = (EC.DABT_LOW << 26) | ESR_IL | (sas << 22) | wnr | 0x0F
             what = "write" if wnr else "read"
             cause = f"stage-2 fault: {what} of {size} bytes outside the VM's memory"
-        self._pending_exit = Exit(ExitKind.FATAL, self._report(cause, pc, esr, address))
+        self._pending_exit = Exit(ExitKind.UNBACKED, self._report(cause, pc, esr, address))
         return False
+
+    def skip_access(self, pc: int) -> None:
+        """Step over the load/store at ``pc`` as uvmm's fault mode ``ignore`` does.
+
+        A load the decoder understands reads as zero (both registers of a
+        pair); other instructions are only stepped over, like uvmm, which
+        can write back only what the syndrome describes. No base-register
+        writeback happens.
+        """
+        try:
+            insn = struct.unpack("<I", self.uc.mem_read(pc, 4))[0]
+        except UcError:
+            insn = 0
+        access = decode_access(insn, self._base_reg, pc)
+        if access is not None and access.is_load:
+            for rt in (access.rt, access.rt2):
+                if rt is not None and rt != 31:   # register 31 is XZR for a load's target
+                    self._regs.write(_X_REGS[rt], 0)
+        self._regs.write(A.UC_ARM64_REG_PC, pc + 4)
 
     # -- reporting ----------------------------------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 from enum import Enum
 from typing import Protocol
 
@@ -94,6 +95,12 @@ class Core:
         with self._cond:
             self._stopped = True
             self._cond.notify_all()
+            cur = self.current
+        if cur is not None:
+            cur.kick()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
 
     # -- internals ----------------------------------------------------------
 
@@ -182,6 +189,13 @@ class Scheduler:
     def __init__(self, cores: int, clock: Clock, slice_ns: int = DEFAULT_SLICE_NS) -> None:
         self.cores = [Core(i, clock, slice_ns) for i in range(cores)]
 
-    def stop(self) -> None:
+    def stop(self, wait_s: float = 2.0) -> None:
+        """Stop every core; wait until their threads have left the emulator.
+
+        A core thread still inside Unicorn while the interpreter shuts down
+        crashes the process, so the exit status would be lost.
+        """
         for core in self.cores:
             core.stop()
+        for core in self.cores:
+            core.join(wait_s)

@@ -34,6 +34,8 @@ class Task:
         # A server (a switch, a disk) only answers other tasks: it alone does
         # not keep the system running.
         self.server = False
+        # The name of its console (log) channel, which the monitor shows.
+        self.channel: str | None = None
 
     def set_kill(self, kill_fn: Callable[[], None]) -> None:
         self._kill_fn = kill_fn

@@ -70,12 +70,24 @@ class Channel:
             self.cons._emit(self, data)
 
     def subscribe(self, fn: Callable[[bytes], None]) -> None:
+        """Call ``fn`` with every write, on the writer's thread (a vCPU): it must not block."""
         with self._cond:
             self._listeners.append(fn)
+
+    def unsubscribe(self, fn: Callable[[bytes], None]) -> None:
+        with self._cond:
+            if fn in self._listeners:
+                self._listeners.remove(fn)
 
     def text(self) -> str:
         with self._cond:
             return self._buf.decode("utf-8", errors="replace")
+
+    def text_since(self, position: int) -> str:
+        """The output from byte ``position`` on (counted like ``expect``'s), as far as kept."""
+        with self._cond:
+            first = self.out_bytes - len(self._buf)
+            return self._buf[max(0, position - first):].decode("utf-8", errors="replace")
 
     def wait_for(self, pattern: str, timeout: float, start: int = 0) -> re.Match[str] | None:
         """Block until ``pattern`` (a regex) appears in the buffer, or time out."""
@@ -89,6 +101,24 @@ class Channel:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None
+                self._cond.wait(left)
+
+    def expect(self, pattern: str, timeout: float,
+               after: int = 0) -> tuple[re.Match[bytes] | None, int]:
+        """Wait for ``pattern`` in the output from byte ``after`` on (counted since the
+        channel was made, so it survives the buffer dropping old output); returns the
+        match and the position just after it."""
+        rx = re.compile(pattern.encode())
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                first = self.out_bytes - len(self._buf)
+                m = rx.search(self._buf, max(0, after - first))
+                if m:
+                    return m, first + m.end()
+                left = deadline - time.monotonic()
+                if self.dead or left <= 0:
+                    return None, after
                 self._cond.wait(left)
 
     def mark_dead(self) -> None:

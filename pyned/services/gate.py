@@ -3,7 +3,9 @@
 On L4Re a server receives a channel's server end as a capability and then
 answers ``create`` calls made on the client end (the switch's ports, for
 one). Here a gate is that rendezvous: a service binds its factory to the
-gate it was handed, and ``create`` on the gate calls the factory.
+gate it was handed, and ``create`` on the gate calls the factory. A service
+may instead put one object behind the gate (io's vbus): whoever is given the
+gate then talks to that object.
 """
 
 from __future__ import annotations
@@ -20,15 +22,21 @@ class IpcGate:
     def __init__(self) -> None:
         self.server: str | None = None
         self._factory: GateFactory | None = None
+        self.object: object | None = None
 
     @property
     def bound(self) -> bool:
         return self._factory is not None
 
     def bind(self, server: str, factory: GateFactory) -> None:
-        if self._factory is not None:
+        if self.server is not None:
             raise ConfigError(f"channel already served by {self.server}")
         self.server, self._factory = server, factory
+
+    def serve(self, server: str, obj: object) -> None:
+        if self.server is not None:
+            raise ConfigError(f"channel already served by {self.server}")
+        self.server, self.object = server, obj
 
     def create(self, proto: int, args: list[str]) -> object:
         if self._factory is None:

@@ -64,6 +64,11 @@ class Journal:
         self._seq = 0
         self._subscribers: list[Callable[[JournalEntry], None]] = []
 
+    @property
+    def start(self) -> float:
+        """``time.monotonic()`` at the journal's time 0 (to line entries up with other clocks)."""
+        return self._t0
+
     def record(self, vm: str, event: str, **fields: object) -> JournalEntry:
         with self._lock:
             self._seq += 1

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Callable
 
 from pyned.errors import ConfigError
 from pyned.kernel.task import Task
-from pyned.services import uvmm, virtio_servers
+from pyned.services import gpio_blink, io, uvmm, virtio_servers
 from pyned.services.spec import StartSpec
 
 if TYPE_CHECKING:
@@ -24,6 +24,8 @@ PROGRAMS: dict[str, Service] = {
     "l4vio_net_p2p": virtio_servers.start_switch,  # a two-port switch serves the same purpose
     "virtio-block": virtio_servers.start_block,
     "virtio-rng": virtio_servers.start_rng,
+    "io": io.start,
+    "gpio-blink": gpio_blink.start,
 }
 
 
@@ -35,6 +37,7 @@ def start(system: "System", spec: StartSpec) -> Task:
         raise ConfigError(f"{spec.program}: not a program pyned can start "
                           f"(built-in programs: {', '.join('rom/' + p for p in PROGRAMS)})")
     task = system.tasks.create(name)
+    task.channel = spec.log.name if spec.log is not None else None
     try:
         service(system, task, spec)
     except BaseException:

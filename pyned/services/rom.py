@@ -1,8 +1,9 @@
 """The ROM namespace: ``rom/NAME`` looked up along a search path.
 
 The path is the script's folder, any ``--rom DIR``, then the shipped
-``images/`` and ``dts/``, then the real guests ``pyned images fetch`` put in
-the cache (``rom/Image``, ``rom/initrd.cpio.gz``, ``rom/u-boot.bin``). A ``.dtb`` that does not exist may be given by its
+``images/``, ``dts/`` and ``io/`` (io's description of the board,
+``rom/fvp-baser.devs``), then the real guests ``pyned images fetch`` put in the
+cache (``rom/Image``, ``rom/initrd.cpio.gz``, ``rom/u-boot.bin``). A ``.dtb`` that does not exist may be given by its
 ``.dts`` source, which the VMM compiles when it loads it.
 """
 
@@ -18,7 +19,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 def shipped_dirs() -> list[Path]:
     from pyned.images.guests import guests_dir
 
-    return [PROJECT_ROOT / "images", PROJECT_ROOT / "dts", guests_dir()]
+    return [PROJECT_ROOT / "images", PROJECT_ROOT / "dts", PROJECT_ROOT / "io", guests_dir()]
 
 
 class Rom:

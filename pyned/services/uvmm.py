@@ -8,17 +8,22 @@ the task exits with uvmm's code: 0 power-off, 0x66 reboot, 1 fatal state.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from pyned.devices.pl011 import Pl011
 from pyned.devices.virtio.console import VirtioConsole
 from pyned.devices.virtio.mmio import DeviceStatus, VirtioMmio
 from pyned.errors import ConfigError, PynedError
+from pyned.kernel.clock import TimerHandle
 from pyned.kernel.task import Task
-from pyned.services.spec import StartSpec
+from pyned.services.cons import Channel
+from pyned.services.gate import IpcGate
+from pyned.services.journal import JournalEntry
+from pyned.services.spec import RestartBudget, StartSpec
 from pyned.vmm.builder import BuildInputs, build_vm
 from pyned.vmm.options import LEVELS, parse_uvmm_args
-from pyned.vmm.vm import FATAL_EXIT, Vm, VmEnd
+from pyned.vmm.vm import FATAL_EXIT, REBOOT_EXIT, Vm, VmEnd
 
 if TYPE_CHECKING:
     from pyned.system import System
@@ -26,15 +31,17 @@ if TYPE_CHECKING:
 
 # Console lines a journal entry keeps of the VM's last output.
 JOURNAL_CONSOLE_LINES = 10
-REBOOT_CODE = 0x66
+REBOOT_CODE = REBOOT_EXIT
 
 
 class Guest:
-    """One uvmm instance: its task, console and current VM, which a reset replaces.
+    """One uvmm instance: its task, console and current VM, which a restart replaces.
 
-    The task lives as long as the guest does; a reset (the monitor's, or a
-    restart policy's) builds a fresh VM from the same configuration on the same
-    console, with RAM zeroed, and the task stays running.
+    The task lives as long as the guest does; a reset (the monitor's, a
+    script's) or a restart policy builds a fresh VM from the same
+    configuration on the same console, with RAM zeroed, and the task stays
+    running. Restarts are built on the system's worker thread, never on a core
+    or the clock thread, so other VMs keep their timing while one is rebuilt.
     """
 
     def __init__(self, system: "System", task: Task, spec: StartSpec) -> None:
@@ -44,6 +51,7 @@ class Guest:
         self.options = parse_uvmm_args(spec.args)
         self.channel = spec.log or system.cons.create(f"uvmm{task.tid}", "w")
         self.name = self.channel.name
+        task.channel = self.name
         self.prio = spec.scheduler.prio if spec.scheduler else 0
         cpus = spec.scheduler.cpus if spec.scheduler else (1 << system.board.cores) - 1
         self.cores = [c for c in system.scheduler.cores if cpus >> c.index & 1]
@@ -52,23 +60,42 @@ class Guest:
                               f"platform ({system.board.cores} cores)")
         self.restarts = 0
         self.last_end: VmEnd | None = None
-        self._reset_cause: str | None = None
+        self.run_start = self.channel.out_bytes   # where this run's console output begins
+        self.budget = RestartBudget(spec.restart) if spec.restart is not None else None
+        self.gave_up = False
+        self._reset_for: tuple[Vm, str] | None = None    # a reset asked of this VM
+        self._pending: TimerHandle | None = None         # a restart waiting out its backoff
+        self._restarting = False                         # a restart being built
+        self._killed = False
         self._lock = threading.Lock()
+        self._dt_cache: dict[Path, bytes] = {}
         self.vm = self._build()
 
     def log(self, text: str, level: int = 2) -> None:
         if self.options.verbosity >= level:
             self.channel.write(f"[uvmm] {text}\n".encode())
 
+    def record(self, event: str, **fields: object) -> JournalEntry:
+        """A journal entry about this VM, also told to whoever started it."""
+        fields.setdefault("restarts", self.restarts)
+        entry = self.system.journal.record(self.name, event, **fields)
+        if self.spec.observer is not None:
+            self.spec.observer(entry)
+        return entry
+
     def _build(self) -> Vm:
         system = self.system
+        # A channel io serves stands for its vbus (the object behind the gate).
+        caps = {k: v.object if isinstance(v, IpcGate) and v.object is not None else v
+                for k, v in self.spec.caps.items()}
         vm = build_vm(BuildInputs(
-            name=self.name, options=self.options, caps=self.spec.caps,
+            name=self.name, options=self.options, caps=caps,
             resolve=system.rom.resolve, board=system.board, syndrome=system.syndrome,
             cores=self.cores, prio=self.prio, console_write=self.channel.write, log=self.log,
-            clock=system.clock, exact_stops=system.exact_stops))
+            clock=system.clock, exact_stops=system.exact_stops, dt_cache=self._dt_cache))
         self.channel.attach_input(_console_input(vm))
         vm.on_end(lambda end: self._ended(vm, end))
+        vm.on_event(lambda event, cause: self.record(event, cause=cause))
         return vm
 
     def start(self) -> None:
@@ -76,68 +103,147 @@ class Guest:
         self.system.guests[self.task.tid] = self
         self.vm.start()
         self.task.running()
-        self.system.journal.record(self.name, "start", restarts=self.restarts)
+        self.record("start")
 
     def kill(self) -> None:
-        self.vm.kill()
+        with self._lock:
+            self._killed = True
+            pending, self._pending = self._pending, None
+            between = pending is not None or self._restarting
+        if pending is not None:
+            pending.cancel()
+        if between:  # no VM is running: end the task here
+            end = VmEnd(None, "killed", killed=True)
+            self._report(end)
+            self._finish(end)
+        else:
+            self.vm.kill()
 
     def reset(self, cause: str = "reset") -> None:
         """Stop the current VM and start a fresh one from the same configuration."""
         with self._lock:
-            if not self.task.alive:
+            if not self.task.alive or self._killed or self._restarting:
                 return
-            self._reset_cause = cause
+            pending, self._pending = self._pending, None
+            if pending is None:
+                self._reset_for = (self.vm, cause)
+        if pending is not None:
+            pending.cancel()
+            self._spawn_restart(cause)
+            return
         self.vm.request_end(VmEnd(None, cause, killed=True))
 
     def _ended(self, vm: Vm, end: VmEnd) -> None:
         vm.threads.clear()
+        if vm is not self.vm:   # built but never run (abandoned after a kill)
+            return
         self.last_end = end
         with self._lock:
-            cause, self._reset_cause = self._reset_cause, None
-        if cause is not None:
-            self._restart(cause)
+            reset = self._reset_for if self._reset_for and self._reset_for[0] is vm else None
+            self._reset_for = None
+        if reset is not None:
+            self._spawn_restart(reset[1])
             return
         self._report(end)
+        if self.budget is not None and not end.killed:
+            delay = self.budget.next_delay(end.event)
+            if delay is not None and self._schedule_restart(end.event, delay):
+                return
+            if delay is None and end.event in self.budget.policy.on:
+                self.gave_up = True
+                self.record("gave-up", code=end.code, cause=f"{end.event} ({end.reason}) after "
+                            f"{self.restarts} restarts: {self._limit()}")
+        self._finish(end)
+
+    def _schedule_restart(self, event: str, delay: float) -> bool:
+        """Restart after ``delay`` seconds; False if the task was killed meanwhile."""
+        with self._lock:
+            if self._killed:
+                return False
+            if delay > 0:
+                self._pending = self.system.clock.after(int(delay * 1e9),
+                                                        lambda: self._backoff_over(event))
+                return True
+            self._restarting = True   # from here a kill ends the task itself
+        self._spawn_restart(f"policy: {event}")
+        return True
+
+    def _limit(self) -> str:
+        p = self.budget.policy if self.budget else None
+        if p is None or p.max is None:
+            return "no limit"
+        return f"limit {p.max}" + (f" in {p.window_s:g} s" if p.window_s else "")
+
+    def _finish(self, end: VmEnd) -> None:
+        """The task ends with the VM's end."""
         self.system.guests.pop(self.task.tid, None)
-        self.channel.mark_dead()
-        self.task.exit(end.code, end.reason, killed=end.killed)
-        self.system.ned_log(f"{self.name} "
-                            f"{'killed' if end.killed else f'exited with {end.code:#x}'}"
-                            f" ({end.reason})")
+        self._mark_dead()
+        if self.task.exit(end.code, end.reason, killed=end.killed):
+            self.system.ned_log(f"{self.name} "
+                                f"{'killed' if end.killed else f'exited with {end.code:#x}'}"
+                                f" ({end.reason})")
 
     def _report(self, end: VmEnd) -> None:
+        console = tuple(self.console_tail())   # the guest's last lines, before uvmm's report
         if end.fault is not None:
             _report_fault(self.channel.write, end)
         elif self.options.verbosity >= LEVELS.index("info"):
             self.log(f"exit {end.code} ({end.reason})")
         fault = end.fault
-        event = ("killed" if end.killed else "crash" if fault is not None or end.code == 1
-                 else "reboot" if end.code == REBOOT_CODE else "shutdown")
-        self.system.journal.record(
-            self.name, event, cause=end.reason, code=end.code,
-            pc=fault.pc if fault else None, esr=fault.esr if fault else None,
-            far=fault.far if fault else None, restarts=self.restarts,
-            console=tuple(self.console_tail()))
+        self.record(end.event, cause=end.reason, code=end.code,
+                    pc=fault.pc if fault else None, esr=fault.esr if fault else None,
+                    far=fault.far if fault else None, console=console)
+
+    def _mark_dead(self) -> None:
+        """The program is gone: so are its console and its monitor channel, as cons shows."""
+        self.channel.mark_dead()
+        mon = self.spec.caps.get("mon")
+        if isinstance(mon, Channel):
+            mon.mark_dead()
 
     def console_tail(self, lines: int = JOURNAL_CONSOLE_LINES) -> list[str]:
-        return self.channel.text().splitlines()[-lines:]
+        """The last lines the current run (since its start or restart) wrote."""
+        return self.channel.text_since(self.run_start).splitlines()[-lines:]
+
+    def _backoff_over(self, event: str) -> None:
+        with self._lock:
+            if self._pending is None:  # cancelled by a kill or a reset in the meantime
+                return
+            self._pending = None
+            self._restarting = True
+        self._spawn_restart(f"policy: {event}")
+
+    def _spawn_restart(self, cause: str) -> None:
+        with self._lock:
+            self._restarting = True
+        self.system.background(lambda: self._restart(cause))
 
     def _restart(self, cause: str) -> None:
         """Build and start a fresh VM; a failure to build ends the task like a crash."""
         self.restarts += 1
-        self.system.journal.record(self.name, "restart", cause=cause, restarts=self.restarts)
+        self.record("restart", cause=cause)
         self._clear_ram()
         try:
-            self.vm = self._build()
-        except PynedError as err:
-            self.system.journal.record(self.name, "crash", cause=f"restart failed: {err}",
-                                       code=FATAL_EXIT, restarts=self.restarts)
-            self.system.guests.pop(self.task.tid, None)
-            self.channel.mark_dead()
-            self.task.exit(FATAL_EXIT, f"restart failed: {err}")
+            vm = self._build()
+        except Exception as err:  # a bad ROM file, or a host bug: this VM's end only
+            with self._lock:
+                self._restarting = False
+            why = str(err) if isinstance(err, PynedError) else f"{type(err).__name__}: {err}"
+            end = VmEnd(FATAL_EXIT, f"restart failed: {why}")
+            self.record("crash", cause=end.reason, code=FATAL_EXIT)
+            self._finish(end)
             return
-        self.vm.start()
+        with self._lock:
+            self._restarting = False
+            killed = self._killed
+            if not killed:
+                self.vm = vm
+        if killed:
+            vm.abandon()
+            return
         self.log(f"restarted ({cause}), restart {self.restarts}", 1)
+        self.run_start = self.channel.out_bytes
+        vm.start()
 
     def _clear_ram(self) -> None:
         """Zero the VM's RAM, except dataspaces another running VM also maps (shared memory)."""
@@ -159,7 +265,7 @@ def _console_input(vm: Vm) -> Callable[[bytes], int]:
     console on one of them (Linux: console=hvc0 or ttyAMA0); the driver state
     says which one is in use.
     """
-    uarts = [d.device for d in vm.devices if isinstance(d.device, Pl011)]
+    uarts = [d.device for d in vm.devices if isinstance(d.device, Pl011) and d.kind == "virtual"]
     vcons = [d.device for d in vm.devices if isinstance(d.device, VirtioMmio)
              and isinstance(d.device.device, VirtioConsole)]
 
@@ -180,6 +286,7 @@ def _console_input(vm: Vm) -> Callable[[bytes], int]:
 def _report_fault(write: Callable[[bytes], None], end: VmEnd) -> None:
     report = end.fault
     assert report is not None
-    lines = ["VM entered a fatal state. Halting.", report.summary()]
+    lines = ["VM entered a fatal state. Halting." if end.code == FATAL_EXIT
+             else f"VM ends with code {end.code:#x}", report.summary()]
     lines += [f"  recent: {r}" for r in report.recent_exits[-8:]]
     write("".join(f"[uvmm] {ln}\n" for ln in lines).encode())

@@ -55,6 +55,7 @@ class BuildInputs:
     log: Callable[[str], None]
     clock: Clock
     exact_stops: bool = False               # the engine never replays an access (engine.py)
+    dt_cache: dict[Path, bytes] | None = None   # DTBs kept across one VM's restarts
 
 
 def _align_up(v: int, a: int) -> int:
@@ -73,7 +74,7 @@ def build_vm(inp: BuildInputs) -> Vm:
     opts = inp.options
     if not opts.dtbs:
         raise ConfigError(f"{inp.name}: no device tree (start_vm needs fdt = ...)")
-    dt = DeviceTree.load([inp.resolve(d) for d in opts.dtbs])
+    dt = DeviceTree.load([inp.resolve(d) for d in opts.dtbs], inp.dt_cache)
     for mod in opts.dt_mods:
         _apply_dt_mod(dt, mod)
     memory = GuestMemory()
@@ -82,6 +83,7 @@ def build_vm(inp: BuildInputs) -> Vm:
             console_write=inp.console_write, log=inp.log, clock=inp.clock,
             counter_hz=inp.board.counter_hz)
     vm.fault_mode = opts.fault_mode
+    vm.hang_timeout_ns = int(opts.hang_timeout * 1e9)
 
     first = _setup_ram(inp, dt, memory, mpu)
 
@@ -222,7 +224,10 @@ def _setup_ram(inp: BuildInputs, dt: DeviceTree, memory: GuestMemory, mpu: MpuMa
         for base, size in chunks:
             rng = MemRange(base, size)
             memory.add(RamRegion(rng, ds, node_path(node)))
-            mpu.add(MpuRegion(rng, Access.RWX, "ram", node_path(node)))
+            # A dataspace other than the VM's own RAM is memory it shares (uvmm's
+            # second memory node with l4vmm,dscap).
+            kind = "ram" if dt.string(node, "l4vmm,dscap") == "ram" else "shm"
+            mpu.add(MpuRegion(rng, Access.RWX, kind, node_path(node)))
             if first is None:
                 first = rng
     assert first is not None

@@ -21,6 +21,10 @@ from pyned.vmm import dts
 
 
 
+class Unbacked(Exception):
+    """The node describes something this VM cannot provide; the message says why."""
+
+
 def prop_bytes(prop: Property) -> bytes:
     if isinstance(prop, PropWords):
         return struct.pack(f">{len(prop.data)}I", *prop.data)
@@ -92,12 +96,26 @@ class DeviceTree:
         self.disabled: dict[str, str] = {}
 
     @classmethod
-    def load(cls, paths: list[Path]) -> "DeviceTree":
+    def load(cls, paths: list[Path], cache: dict[Path, bytes] | None = None) -> "DeviceTree":
+        """Load the base tree and its overlays.
+
+        ``cache`` keeps each file as a DTB across the builds of one VM (a
+        restart): ROM contents do not change while the system runs, and
+        compiling a DTS costs most of a VM's build.
+        """
         if not paths:
             raise ImageError("no device tree given (fdt = ...)")
-        dt = cls(load_blob_or_source(paths[0]), str(paths[0]))
+
+        def tree(path: Path) -> fdt.FDT:
+            if cache is None:
+                return load_blob_or_source(path)
+            if path not in cache:
+                cache[path] = load_blob_or_source(path).to_dtb(version=17)
+            return parse_dtb(cache[path])
+
+        dt = cls(tree(paths[0]), str(paths[0]))
         for overlay in paths[1:]:
-            dt.apply_overlay(load_blob_or_source(overlay), str(overlay))
+            dt.apply_overlay(tree(overlay), str(overlay))
         return dt
 
     # -- structure ----------------------------------------------------------

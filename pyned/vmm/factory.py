@@ -20,19 +20,19 @@ from pyned.devices.psci import Psci
 from pyned.devices.sysctl import SysCtl
 from pyned.devices.timer import GenericTimer
 from pyned.devices.virtio.console import VirtioConsole
+from pyned.devices.virq import VirqSender
 from pyned.devices.virtio.mmio import VirtioDevice, VirtioMmio
+from pyned.devices.watchdog import SbsaGwdt
 from pyned.errors import ImageError
+from pyned.kernel.irq import IrqBusy
 from pyned.platform.board import Board, MemRange
-from pyned.vmm.devicetree import DeviceTree, node_path
+from pyned.vmm.devicetree import DeviceTree, Unbacked, node_path
+from pyned.vmm.passthrough import Binder
 from pyned.vmm.vm import DeviceEntry, Vm
 
 # SPIs of the virtual GIC: INTIDs 32..255. Enough for the board's UARTs
 # (SPIs 5-8) and the virtio slots; Linux and uvmm guests need no more.
 NUM_SPIS = 224
-
-
-class Unbacked(Exception):
-    """The node describes something this VM cannot provide; the message says why."""
 
 
 @dataclass
@@ -194,6 +194,25 @@ def make_timer(ctx: FactoryContext, node: Node) -> object:
     return timers
 
 
+def make_sbsa_gwdt(ctx: FactoryContext, node: Node) -> object:
+    control, refresh = ctx.windows(node, 2)[:2]
+    stages = ctx.dt.u32(node, "l4vmm,stages")
+    if stages is not None and stages not in (1, 2):
+        raise ImageError(f"{ctx.dt.source}: {node_path(node)}: l4vmm,stages must be 1 or 2, "
+                         f"not {stages}")
+    # uvmm's l4vmm,stages configures its vWatchdog backend (how many timeouts it
+    # reports); the guest-visible WS0-then-WS1 sequence is the same, and here the
+    # VM's own clock is the backend, so l4vmm,ctrlcap names nothing needed.
+    vm = ctx.vm
+    wdt = SbsaGwdt(vm.counter, vm.deadlines, ctx.irq(node, 0),
+                   on_ws0=lambda: vm.note("watchdog", "WS0: refresh overdue, interrupt raised"),
+                   on_ws1=lambda: vm.watchdog_bite("watchdog WS1: not refreshed after WS0"))
+    ctx.add_mmio(node, control, wdt.control, f"{node_path(node)} control")
+    ctx.add_mmio(node, refresh, wdt.refresh, f"{node_path(node)} refresh")
+    vm.on_end(lambda _end: wdt.reset())
+    return wdt
+
+
 class VirtioBackend(Protocol):
     """A capability that makes a virtio device model for one VM (a switch port, a disk)."""
 
@@ -245,6 +264,38 @@ def make_virtio_proxy(ctx: FactoryContext, node: Node) -> object:
     return transport
 
 
+def _virq_cap(ctx: FactoryContext, node: Node):
+    name = ctx.dt.string(node, "l4vmm,virqcap")
+    if not name:
+        raise Unbacked("no l4vmm,virqcap")
+    irq = ctx.caps.get(name)
+    if irq is None:
+        raise Unbacked(f"no capability {name!r} (l4vmm,virqcap) was given to the VM")
+    if not callable(getattr(irq, "trigger", None)) or not callable(getattr(irq, "bind", None)):
+        raise Unbacked(f"capability {name!r} is not an IRQ (factory:create(L4.Proto.Irq_sender))")
+    return irq
+
+
+def make_virq_snd(ctx: FactoryContext, node: Node) -> object:
+    irq = _virq_cap(ctx, node)
+    (window, *_) = ctx.windows(node, 1)
+    dev = VirqSender(irq.trigger)
+    ctx.add_mmio(node, window, dev)
+    return dev
+
+
+def make_virq_rcv(ctx: FactoryContext, node: Node) -> object:
+    irq = _virq_cap(ctx, node)
+    line = ctx.irq(node, 0)
+    vm = ctx.vm
+    try:
+        irq.bind(vm.name, line)
+    except IrqBusy as err:
+        raise Unbacked(str(err)) from None
+    vm.on_end(lambda _end: irq.unbind(vm.name))
+    return irq
+
+
 Factory = Callable[[FactoryContext, Node], object]
 
 # The registry: compatible string -> factory. Matched in the order a node lists
@@ -263,15 +314,18 @@ DEVICE_TYPES: dict[str, Factory] = {
     "arm,psci-0.2": make_psci,
     "arm,psci-1.0": make_psci,
     "syscon-l4vmm": make_sysctl,
+    "arm,sbsa-gwdt": make_sbsa_gwdt,
     "virtio,mmio:console": make_virtio_console,
     "virtio,mmio:proxy": make_virtio_proxy,
+    "l4vmm,virq-snd": make_virq_snd,
+    "l4vmm,virq-rcv": make_virq_rcv,
 }
 
 # Nodes that describe the VM itself rather than a device, handled elsewhere.
 STRUCTURAL = {"memory", "cpu"}
 # Compatibles that need no model: they only describe facts to the guest.
 PASSIVE = {"fixed-clock", "simple-bus", "syscon-poweroff", "syscon-reboot", "l4vmm,l4vmm",
-           "linux,dummy-virt", "arm,cortex-r82", "arm,armv8"}
+           "linux,dummy-virt", "arm,cortex-r82", "arm,armv8", "gpio-leds"}
 
 
 def _factory_for(dt: DeviceTree, node: Node) -> Factory | None:
@@ -284,24 +338,53 @@ def _factory_for(dt: DeviceTree, node: Node) -> Factory | None:
 
 
 def scan(ctx: FactoryContext) -> None:
-    """uvmm's virtual-device pass: build what is known, disable what cannot be backed."""
+    """uvmm's device passes: virtual devices, then ``l4vmm,vbus-dev`` nodes, then the vbus's
+    MMIO, then 1:1 pass-through; a node nothing can back is disabled with the reason."""
     dt = ctx.dt
-    for node in list(dt.walk()):
-        if node is dt.root or not dt.is_enabled(node):
-            continue
-        if dt.string(node, "device_type") in STRUCTURAL:
+    binder = Binder.for_vm(ctx)
+    nodes = [n for n in dt.walk() if n is not dt.root and dt.compatible(n)
+             and dt.string(n, "device_type") not in STRUCTURAL]
+    hardware: list[Node] = []
+    for node in nodes:
+        if not dt.is_enabled(node) or id(node) in ctx.built:
             continue
         compats = dt.compatible(node)
-        if not compats:
+        factory = _factory_for(dt, node)
+        owned = binder is not None and binder.covers(node)
+        if factory is not None and not owned:
+            ctx.build(node)
+        elif owned or not any(c in PASSIVE for c in compats):
+            if dt.raw(node, "reg") is not None or dt.raw(node, "interrupts") is not None \
+                    or dt.raw(node, "interrupts-extended") is not None:
+                hardware.append(node)
+    if binder is not None:
+        by_name = [n for n in hardware if dt.raw(n, "l4vmm,vbus-dev") is not None]
+        for node in by_name:
+            _pass_through(ctx, node, binder.bind_by_name)
+        binder.collect()
+        hardware = [n for n in hardware if n not in by_name]
+    for node in hardware:
+        if not dt.is_enabled(node) or id(node) in ctx.built:
             continue
-        if _factory_for(dt, node) is None:
-            if any(c in PASSIVE for c in compats):
-                continue
-            if dt.raw(node, "reg") is None and dt.raw(node, "interrupts") is None:
-                continue
-            dt.disable(node, _unknown_reason(compats, dt.string(node, "l4vmm,vdev")))
-            continue
-        ctx.build(node)
+        if binder is None:
+            _pass_through(ctx, node, None)
+        else:
+            _pass_through(ctx, node, binder.bind_one_to_one)
+
+
+def _pass_through(ctx: FactoryContext, node: Node, bind: Callable[[Node], None] | None) -> None:
+    try:
+        if bind is None:
+            raise Unbacked(_unknown_reason(ctx.dt.compatible(node),
+                                           ctx.dt.string(node, "l4vmm,vdev")))
+        bind(node)
+    except Unbacked as why:
+        if ctx.dt.raw(node, "l4vmm,force-enable") is not None:
+            ctx.notes.append(f"{node_path(node)}: kept enabled (l4vmm,force-enable) although "
+                             f"nothing backs it: {why}")
+            return
+        ctx.failed[id(node)] = str(why)
+        ctx.dt.disable(node, str(why))
 
 
 def _unknown_reason(compats: list[str], vdev: str | None) -> str:

@@ -23,11 +23,13 @@ class UvmmOptions:
     debug: dict[str, int] = field(default_factory=dict)
     fault_mode: str = "ignore"
     dt_mods: list[str] = field(default_factory=list)
+    hang_timeout: float = 0.0     # pyned: seconds for the no-progress detector, 0 = off
 
 
 _SHORT = "k:d:r:c:b:D:vqf:m:Wi"
 _LONG = ["kernel=", "dtb=", "ramdisk=", "cmdline=", "rambase=", "debug=", "verbose", "quiet",
-         "fault-mode=", "dt-mod=", "wakeup-on-system-resume"]
+         "fault-mode=", "dt-mod=", "wakeup-on-system-resume",
+         "hang-timeout="]  # the last one is pyned's own (vm.py, _check_progress)
 
 
 def _number(text: str, what: str) -> int:
@@ -77,6 +79,14 @@ def parse_uvmm_args(argv: list[str]) -> UvmmOptions:
             o.fault_mode = value
         elif flag in ("-m", "--dt-mod"):
             o.dt_mods.append(value)
+        elif flag == "--hang-timeout":
+            try:
+                o.hang_timeout = float(value)
+            except ValueError:
+                o.hang_timeout = -1.0
+            if not 0 <= o.hang_timeout < 1e6:
+                raise ConfigError(f"uvmm: --hang-timeout {value!r} is not a number of seconds "
+                                  f"(0 turns the detector off)")
         elif flag == "-i":
             raise ConfigError("uvmm: -i (forced identity mode) was removed from uvmm; "
                               "guest RAM is identity-mapped on the MPU platform anyway")

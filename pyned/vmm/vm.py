@@ -2,9 +2,17 @@
 
 The run loop of a vCPU maps every exit to a handler (``_EXIT_HANDLERS``).
 Nothing a guest does raises into the host: a fault the guest cannot take, a
-stage-2 fault or a failing device model ends this VM with exit code 1 and a
-``FaultReport``; other VMs are separate objects on their own threads and
-never notice.
+fetch outside its memory or a failing device model ends this VM with exit
+code 1 and a ``FaultReport``; other VMs are separate objects on their own
+threads and never notice. A data access outside the VM's memory and devices
+is resolved by uvmm's fault mode (``--fault-mode``): ``ignore`` (the default:
+a load reads 0, the instruction is skipped, a warning names it), ``halt``
+(fatal) or ``inject`` (a synchronous external abort the guest takes).
+A fetch cannot be skipped, so outside ``inject`` it is always fatal.
+
+Two detectors end a VM that stops making progress: the SBSA watchdog device
+(the guest's own, WS1 resets the VM with uvmm's reboot code) and, when
+``hang_timeout_ns`` is set, the host-side rule in ``_check_progress``.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from enum import Enum
 from typing import Callable
 
 from pyned.cpu.exceptions import (EC, ESR_IL, PSTATE_A, PSTATE_F, PSTATE_I, ExceptionKind,
-                                  pstate_el)
+                                  esr_ec, pstate_el)
 
 # The DAIFSet/DAIFClr immediate's bits for IRQ and FIQ.
 DAIF_I, DAIF_F = 0b0010, 0b0001
@@ -35,14 +43,18 @@ from pyned.vmm.memory import GuestMemory
 
 SMCCC_NOT_SUPPORTED = 0xFFFF_FFFF_FFFF_FFFF  # -1
 FATAL_EXIT = 1
+REBOOT_EXIT = 0x66
 # How long one vCPU may keep the VM while another of its vCPUs waits to run.
 VM_SLICE_NS = 2_000_000
 # ESR ISS for an injected data abort: synchronous external abort (DFSC 0b010000),
 # FAR not valid (FnV), since no address caused it.
 _DFSC_SYNC_EXTERNAL = 0x10
 _ESR_FNV = 1 << 10
+_ESR_WNR = 1 << 6
 # How long pause() waits for a vCPU to leave the emulator.
 PAUSE_WAIT_S = 1.0
+# The no-progress detector looks this often (at most; a quarter of its timeout).
+PROGRESS_CHECK_NS = 250_000_000
 
 
 class Injection(Enum):
@@ -91,14 +103,27 @@ class FairLock:
 
 
 class CounterDeadlines:
-    """Timer deadlines in counter ticks on the kernel clock (CNTVCT = ns / 16)."""
+    """Timer deadlines in counter ticks on the kernel clock (CNTVCT = ns / 16).
 
-    def __init__(self, clock: Clock, counter_hz: int) -> None:
+    A device's deadline callback runs on the clock thread; if it raises, the
+    VM that owns the device crashes (``on_error``), not the clock.
+    """
+
+    def __init__(self, clock: Clock, counter_hz: int,
+                 on_error: Callable[[str, Exception], None] | None = None) -> None:
         self._clock = clock
         self._ns_per_tick = 1_000_000_000 // counter_hz
+        self.on_error = on_error
 
     def at_count(self, count: int, callback: Callable[[], None]) -> TimerHandle:
-        return self._clock.at(count * self._ns_per_tick, callback)
+        def guarded() -> None:
+            try:
+                callback()
+            except Exception as exc:
+                if self.on_error is None:
+                    raise
+                self.on_error(getattr(callback, "__qualname__", "timer"), exc)
+        return self._clock.at(count * self._ns_per_tick, guarded)
 
     def cancel(self, handle: object) -> None:
         assert isinstance(handle, TimerHandle)
@@ -118,6 +143,15 @@ class VmEnd:
     killed: bool = False
     fault: FaultReport | None = None
 
+    @property
+    def event(self) -> str:
+        """The lifecycle event this end is: killed, crash, reboot or shutdown."""
+        if self.killed:
+            return "killed"
+        if self.fault is not None or self.code == FATAL_EXIT:
+            return "crash"
+        return "reboot" if self.code == REBOOT_EXIT else "shutdown"
+
 
 @dataclass
 class DeviceEntry:
@@ -125,6 +159,7 @@ class DeviceEntry:
     compatible: str
     device: object
     windows: list = field(default_factory=list)
+    kind: str = "virtual"       # or "pass-through": a board device the VM owns
 
 
 class VcpuThread:
@@ -146,8 +181,19 @@ class VcpuThread:
         # the physical pages whose translations are stale (None: all).
         self.stale_tlb = False
         self.stale_code: set[int] | None = set()
+        self.exec_ns = 0          # time spent running (in the emulator and its exits)
+        self.run_since: int | None = None   # when the time not yet in exec_ns began
         self.injections: list[Injection] = []  # to deliver at the next slice start
         self.serror_pending = False
+        # The no-progress detector's view: progress count and execution time
+        # when an interrupt was first seen pending without progress since.
+        self.watch: tuple[int, int] | None = None
+
+    def progress(self) -> int:
+        """Events that show the guest is alive on this vCPU (see Vm._check_progress)."""
+        exits = self.vcpu.exits
+        return (self.irqs_taken + self.vcpu.hypercalls + self.vcpu.exceptions
+                + exits["wfi"] + exits["stop"] + self.vm.bus.accesses)
 
     def kick(self) -> None:
         self.vcpu.kick()
@@ -159,7 +205,7 @@ class VcpuThread:
 class Vm:
     def __init__(self, name: str, *, memory: GuestMemory, bus: MmioBus, mpu: MpuMap,
                  dt: DeviceTree, console_write: Callable[[bytes], None],
-                 log: Callable[[str], None], clock: Clock, counter_hz: int) -> None:
+                 log: Callable[..., None], clock: Clock, counter_hz: int) -> None:
         self.name = name
         self.memory = memory
         self.bus = bus
@@ -172,7 +218,7 @@ class Vm:
         self.gic: Gic | None = None
         self.timers: list[GenericTimer] = []
         self.clock = clock
-        self.deadlines = CounterDeadlines(clock, counter_hz)
+        self.deadlines = CounterDeadlines(clock, counter_hz, self.device_failed)
         self._ns_per_tick = 1_000_000_000 // counter_hz
         self.vm_print = VmPrint(WriteSink(console_write))
         self.state = VmState.CREATED
@@ -181,11 +227,15 @@ class Vm:
         self.hung = False
         self.started = 0.0
         self.fault_mode = "ignore"
+        self.hang_timeout_ns = 0     # 0: no host-side no-progress detector
+        self._progress_timer: TimerHandle | None = None
+        self._hung_since: int | None = None
         self._exec_lock = FairLock()
         self._executing = False
         self._end_lock = threading.Lock()
         self._finished = False
         self._end_listeners: list[Callable[[VmEnd], None]] = []
+        self._event_listeners: list[Callable[[str, str], None]] = []
         self.dtb_addr = 0
         self.entry = 0
 
@@ -194,12 +244,22 @@ class Vm:
     def on_end(self, fn: Callable[[VmEnd], None]) -> None:
         self._end_listeners.append(fn)
 
+    def on_event(self, fn: Callable[[str, str], None]) -> None:
+        """``fn(event, cause)`` for things worth a journal entry that do not end the VM."""
+        self._event_listeners.append(fn)
+
+    def note(self, event: str, cause: str) -> None:
+        for fn in self._event_listeners:
+            fn(event, cause)
+
     def start(self) -> None:
         self.state = VmState.RUNNING
         self.started = time.monotonic()
         boot = self.threads[0]
         boot.powered = True
         boot.core.add(boot)
+        if self.hang_timeout_ns:
+            self._progress_timer = self.clock.after(self._progress_period(), self._check_progress)
 
     def request_end(self, end: VmEnd) -> None:
         """End the VM (any thread, also from inside a hook): first request wins."""
@@ -209,7 +269,23 @@ class Vm:
             self.end = end
         for t in self.threads:
             t.core.remove(t)
+        self._kick_out()
         self._finish_if_idle()
+
+    def _kick_out(self) -> None:
+        """Stop the vCPUs that are in the emulator, and again until none is.
+
+        For an end, a pause or a hang: the run loop checks for them between
+        slices, and a stop request that reaches Unicorn between two slices is
+        lost, so one kick can leave a vCPU running on indefinitely.
+        """
+        if not (self.end is not None or self.paused or self.hung):
+            return
+        running = [t for t in self.threads if t.executing]
+        for t in running:
+            t.vcpu.kick()
+        if running:
+            self.clock.after(REKICK_NS, self._kick_out)
 
     def system_exit(self, code: int, reason: str) -> None:
         self.request_end(VmEnd(code, reason))
@@ -220,6 +296,11 @@ class Vm:
 
     def kill(self) -> None:
         self.request_end(VmEnd(None, "killed", killed=True))
+
+    def watchdog_bite(self, what: str) -> None:
+        """The watchdog's last stage: uvmm shuts the VM down with the reboot code."""
+        pc = _safe_pc(self.threads[0].vcpu) if self.threads else 0
+        self.request_end(VmEnd(REBOOT_EXIT, what, fault=FaultReport(cause=what, pc=pc)))
 
     def abandon(self) -> None:
         """A VM that will never start: run the end listeners (device clean-up) once."""
@@ -237,6 +318,8 @@ class Vm:
                 return
             self._finished = True
         self.vm_print.flush()
+        if self._progress_timer is not None:
+            self._progress_timer.cancel()
         for timer in self.timers:
             timer.reset()  # no deadline of a dead VM stays on the clock
         for t in self.threads:
@@ -271,6 +354,8 @@ class Vm:
             self.clock.after(VM_SLICE_NS, self._share)
 
     def _run_locked(self, thread: VcpuThread) -> RunResult:
+        # Its run time, exits handled included: what the no-progress detector counts.
+        last = thread.run_since = time.monotonic_ns()
         try:
             while True:
                 if self.end is not None:
@@ -284,6 +369,10 @@ class Vm:
                     thread.stale_tlb, thread.stale_code = False, set()
                 self._inject(thread)
                 exit_ = thread.vcpu.run()
+                now = time.monotonic_ns()
+                thread.run_since = now   # first: a reader in between under-counts
+                thread.exec_ns += now - last
+                last = now
                 thread.vcpu.unwatch()
                 if thread.guard is not None:
                     thread.guard.slice_ended(self._pending_access(thread.vcpu))
@@ -294,6 +383,10 @@ class Vm:
             self.halt(FaultReport(cause=f"internal error in the VMM: {type(exc).__name__}: {exc}",
                                   pc=_safe_pc(thread.vcpu)))
             return RunResult.EXIT
+        finally:
+            since, thread.run_since = thread.run_since, None
+            if since is not None:
+                thread.exec_ns += time.monotonic_ns() - since
 
     def _pending_access(self, vcpu: Vcpu) -> tuple[int, int, bool] | None:
         """What the instruction a slice stopped on would access, if it is MMIO."""
@@ -356,8 +449,11 @@ class Vm:
             kind = ExceptionKind.IRQ
         else:
             # Masked: end the slice where the guest unmasks (if that is in sight;
-            # otherwise the re-kick finds the unmask within REKICK_NS).
-            vcpu.watch_unmask((DAIF_I if irq else 0) | (DAIF_F if fiq else 0))
+            # otherwise the re-kick finds the unmask within REKICK_NS). The re-kick
+            # chain ends whenever the vCPU is off its core, so start it again here.
+            if (not vcpu.watch_unmask((DAIF_I if irq else 0) | (DAIF_F if fiq else 0))
+                    and thread.rekick is None):
+                self._rekick_later(thread)
             return
         if self._take_async(thread, kind):
             thread.irqs_taken += 1
@@ -389,7 +485,9 @@ class Vm:
         thread.vcpu.kick()
         if thread.rekick is not None:
             thread.rekick.cancel()
+        self._rekick_later(thread)
 
+    def _rekick_later(self, thread: VcpuThread) -> None:
         def again() -> None:
             thread.rekick = None
             if self.end is None and thread.executing and self._signalled(thread.vcpu.index):
@@ -417,6 +515,85 @@ class Vm:
         assert isinstance(report, FaultReport)
         self.halt(report)
         return RunResult.EXIT
+
+    def _on_unbacked(self, thread: VcpuThread, exit_: Exit) -> RunResult | None:
+        """An access outside every region: uvmm's handle_mmio with its fault mode."""
+        report = exit_.payload
+        assert isinstance(report, FaultReport)
+        vcpu = thread.vcpu
+        fetch = esr_ec(report.esr) == EC.IABT_LOW
+        if self.fault_mode == "ignore" and not fetch:
+            what = "write to" if report.esr & _ESR_WNR else "read from"
+            self.log(f"Invalid {what} {report.far:#x}, ip {report.pc:#x}! Ignoring...", 1)
+            vcpu.skip_access(report.pc)
+            return None
+        if self.fault_mode == "inject":
+            lower = pstate_el(vcpu.pstate) == 0
+            ec = ((EC.IABT_LOW if lower else EC.IABT_CUR) if fetch
+                  else (EC.DABT_LOW if lower else EC.DABT_CUR))
+            esr = (ec << 26) | ESR_IL | _DFSC_SYNC_EXTERNAL
+            failed = vcpu.enter_sync(esr, report.far, report.pc,
+                                     f"injected abort for {report.cause}")
+            if failed is None:
+                return None
+            report = failed
+        self.halt(report)
+        return RunResult.EXIT
+
+    # -- the no-progress detector ------------------------------------------------
+
+    def _progress_period(self) -> int:
+        return min(PROGRESS_CHECK_NS, max(1, self.hang_timeout_ns // 4))
+
+    def _check_progress(self) -> None:
+        """End the VM as hung when a vCPU spins without progress while it owes an interrupt.
+
+        The rule, per vCPU: it has an interrupt signalled (pending at its CPU
+        interface, masked or not) and has run for ``hang_timeout_ns`` (time on
+        its core: in the emulator and handling its exits) since it was first
+        seen that way, and in all
+        that time took no interrupt or exception, made no hypercall, no trapped
+        system-register access, no ``wfi`` and no device access (the VM's MMIO
+        counts for all its vCPUs). Idling in ``wfi`` is progress and costs no
+        execution time; a guest computing with nothing pending is never
+        flagged; a vCPU waiting for its core (starved by a higher priority)
+        does not execute, so its wait does not count. An injected ``hang``
+        counts as execution.
+        """
+        self._progress_timer = None
+        if self.end is not None:
+            return
+        now = time.monotonic_ns()
+        if self.hung:
+            if self._hung_since is None:
+                self._hung_since = now
+        else:
+            self._hung_since = None
+        for t in self.threads:
+            if not t.powered or self.paused:
+                t.watch = None
+                continue
+            since = t.run_since   # a slice in progress counts too
+            spun = (t.exec_ns + (now - since if since is not None else 0)
+                    + (now - self._hung_since if self._hung_since is not None else 0))
+            progress = t.progress()
+            if not self._signalled(t.vcpu.index) or (t.watch is not None
+                                                      and t.watch[0] != progress):
+                t.watch = None
+            if t.watch is None:
+                if self._signalled(t.vcpu.index):
+                    t.watch = (progress, spun)
+                continue
+            if spun - t.watch[1] >= self.hang_timeout_ns:
+                secs = self.hang_timeout_ns / 1e9
+                self.request_end(VmEnd(FATAL_EXIT, f"hang: cpu{t.vcpu.index} made no progress "
+                                       f"for {secs:g} s with an interrupt pending",
+                                       fault=FaultReport(
+                                           cause=f"hang: no progress for {secs:g} s",
+                                           pc=_safe_pc(t.vcpu),
+                                           recent_exits=t.vcpu.recent_exits())))
+                return
+        self._progress_timer = self.clock.after(self._progress_period(), self._check_progress)
 
     # -- traps (called from the vCPU's hooks) ---------------------------------
 
@@ -466,12 +643,10 @@ class Vm:
         so that registers read afterwards are a consistent snapshot.
         """
         self.paused = True
-        for t in self.threads:
-            if t.executing:
-                t.vcpu.kick()
+        self._kick_out()
         deadline = time.monotonic() + PAUSE_WAIT_S
         while self._executing and time.monotonic() < deadline:
-            time.sleep(0.001)
+            time.sleep(REKICK_NS / 1e9)
 
     def resume(self) -> None:
         if not self.paused:
@@ -490,16 +665,23 @@ class Vm:
             raise ValueError(f"{self.name} has no cpu {cpu} (it has {len(self.threads)})")
         if kind == Injection.HANG:
             self.hung = True
-            for t in self.threads:
-                if t.executing:
-                    t.vcpu.kick()
+            self._kick_out()
             return
         thread = self.threads[cpu]
         thread.injections.append(kind)
         if thread.executing:
-            thread.vcpu.kick()
+            self._kick_until(thread, lambda: not thread.injections or self.paused or self.hung
+                             or self.end is not None)
         elif thread.powered:
             thread.core.wake(thread)
+
+    def _kick_until(self, thread: VcpuThread, done: Callable[[], bool]) -> None:
+        """Kick ``thread`` every REKICK_NS until ``done()``: a kick between slices is lost."""
+        if done():
+            return
+        if thread.executing:
+            thread.vcpu.kick()
+        self.clock.after(REKICK_NS, lambda: self._kick_until(thread, done))
 
     def _deliver_injections(self, thread: VcpuThread) -> bool:
         """Take queued injections on this vCPU; False when the VM halted instead."""
@@ -573,4 +755,5 @@ _EXIT_HANDLERS: dict[ExitKind, Callable[[Vm, VcpuThread, Exit], RunResult | None
     ExitKind.PREEMPT: Vm._on_preempt,
     ExitKind.STOP: Vm._on_stop,
     ExitKind.FATAL: Vm._on_fatal,
+    ExitKind.UNBACKED: Vm._on_unbacked,
 }

@@ -216,16 +216,29 @@ def test_stage2_data_fault_report(cpu, code, cause, far):
     cpu.load(BASE, code)
     cpu.reset(entry=BASE)
     exit_ = cpu.run()
-    assert exit_.kind == ExitKind.FATAL
+    assert exit_.kind == ExitKind.UNBACKED
     rep = exit_.payload
     assert cause in rep.cause and rep.far == far and rep.pc == BASE + 4
     assert rep.esr >> 26 == 0x24
 
 
+def test_skip_access_zeroes_a_loads_registers_and_steps_over_it(cpu):
+    # ldp x1, x2, [x0] from an unmapped address; then hvc to stop
+    cpu.load(BASE, [movz(0, 0x10), 0xA9400801, hvc(0x77)])
+    cpu.reset(entry=BASE)
+    cpu.set_x(1, 5)
+    cpu.set_x(2, 6)
+    exit_ = cpu.run()
+    assert exit_.kind == ExitKind.UNBACKED
+    cpu.skip_access(exit_.payload.pc)
+    assert cpu.pc == BASE + 8 and cpu.x(1) == 0 and cpu.x(2) == 0
+    assert cpu.run().kind == ExitKind.STOP
+
+
 def test_stage2_fetch_fault(cpu):
     cpu.reset(entry=0x40000)
     exit_ = cpu.run()
-    assert exit_.kind == ExitKind.FATAL and exit_.payload.esr >> 26 == 0x20
+    assert exit_.kind == ExitKind.UNBACKED and exit_.payload.esr >> 26 == 0x20
     assert exit_.payload.pc == 0x40000
 
 
@@ -253,3 +266,23 @@ def test_pstate_read_after_a_64_bit_register_read_has_no_stale_bits(cpu):
     cpu.reset(entry=BASE, x1=0xDEADBEEF_CAFEF00D)
     assert cpu.x(1) == 0xDEADBEEF_CAFEF00D
     assert cpu.pstate >> 32 == 0
+
+
+def test_unmask_watch_stops_in_code_that_already_ran(cpu):
+    # A loop that masks and unmasks IRQs has been translated before the watch is
+    # set (the masked wait idiom): the watch must still end the slice after the unmask.
+    import threading
+    daifset, nop, daifclr, back = 0xD50342DF, 0xD503201F, 0xD50342FF, 0x17FFFFFC
+    cpu.load(BASE, [daifset, nop, daifclr, nop, back])
+    cpu.reset(entry=BASE)
+    threading.Timer(0.02, cpu.kick).start()
+    assert cpu.run().kind == ExitKind.PREEMPT
+    for _ in range(3):
+        cpu.pc = BASE
+        assert cpu.watch_unmask(0b0010)
+        guard = threading.Timer(2.0, cpu.kick)
+        guard.start()
+        exit_ = cpu.run()
+        guard.cancel()
+        cpu.unwatch()
+        assert (exit_.kind, exit_.payload, cpu.pc) == (ExitKind.STOP, "unmasked", BASE + 12)

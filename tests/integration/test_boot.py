@@ -58,9 +58,10 @@ start()
     ("jump", r"instruction fetch .* pc=0x7fe00000"),
 ])
 def test_crash_is_contained_and_reported(mode, cause):
+    # halt: uvmm's default fault mode (ignore) would let s2 and store go on
     src = PRE + f'''
 local crash = vmm.start_vm{{ id = 1, kernel = "rom/crash.elf", fdt = "rom/virt-r82.dtb",
-                            bootargs = "crash={mode}" }}
+                            bootargs = "crash={mode}", ext_args = {{ "--fault-mode=halt" }} }}
 local code = crash:wait()
 print("crash code " .. tostring(code))
 local ok = vmm.start_vm{{ id = 2, kernel = "rom/hello.elf", fdt = "rom/virt-r82.dtb" }}

@@ -64,6 +64,9 @@ class _Line:
     def set_level(self, level: bool) -> None:
         self._gic.set_level(self.intid, level, self.cpu)
 
+    def pulse(self) -> None:
+        self._gic.pulse(self.intid, self.cpu)
+
     @property
     def level(self) -> bool:
         return self._gic._input(self.intid, self.cpu).line
@@ -182,6 +185,20 @@ class Gic:
             if irq.line == level:
                 return
             self._dist.set_line(irq, level)
+            wake = self._newly_asserted()
+        for c in wake:
+            self._signal(c)
+
+    def pulse(self, intid: int, cpu: int | None = None) -> None:
+        """An event that makes the interrupt pending whatever its trigger configuration.
+
+        Message-like sources (uvmm's edge sinks: ``l4vmm,virq-rcv``) need no
+        acknowledge from the guest and must not be lost on a level-configured input.
+        """
+        irq = self._input(intid, cpu)
+        with self._lock:
+            irq.latch = True
+            self._dist.sync(irq)
             wake = self._newly_asserted()
         for c in wake:
             self._signal(c)
