@@ -20,6 +20,8 @@ local function caller_pos()
   end
 end
 
+L4.caller_pos = caller_pos
+
 function L4.user_error(msg)
   error(caller_pos() .. tostring(msg), 0)
 end

@@ -18,18 +18,7 @@ local M = {}
 local DEFAULT_TIMEOUT = 10
 
 -- "script.lua:12: " for the line that called a helper of this module.
-local function where()
-  local level = 3
-  while true do
-    local info = debug.getinfo(level, "Sl")
-    if not info then return "" end
-    if info.what ~= "C" and not N.is_library(info.source) then
-      local src = info.source:sub(1, 1) == "@" and info.source:sub(2) or info.short_src
-      return src .. ":" .. (info.currentline or 0) .. ": "
-    end
-    level = level + 1
-  end
-end
+local where = L4.caller_pos
 
 local function fail_at(pos, msg)
   N.test_verdict(false, pos .. tostring(msg))
