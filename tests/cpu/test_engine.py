@@ -16,6 +16,33 @@ from pyned.cpu.engine import (apply_patch, exception_pointers, insn_counter, pat
 LOOP = struct.pack("<III", 0xF9400021, 0x91000463, 0x17FFFFFE)
 
 
+def _stops_under_kicks(uc, pc, wrong_at):
+    """Run from ``pc`` for a second while another thread stops the emulator every
+    0.1 ms; ``wrong_at(pc)`` says whether a stop's state is inconsistent (and
+    repairs it, returning the PC to go on from). Returns (stops, wrong ones)."""
+    done = threading.Event()
+
+    def kicker():
+        while not done.is_set():
+            time.sleep(0.0001)
+            uc.emu_stop()
+
+    thread = threading.Thread(target=kicker, daemon=True)
+    thread.start()
+    stops = wrong = 0
+    deadline = time.monotonic() + 1.0
+    try:
+        while time.monotonic() < deadline:
+            uc.emu_start(pc, 0xFFFF_FFFF_FFFF_FFFC)
+            stops += 1
+            bad, pc = wrong_at(uc.reg_read(A.UC_ARM64_REG_PC))
+            wrong += bad
+    finally:
+        done.set()
+        thread.join()
+    return stops, wrong
+
+
 @pytest.mark.xfail(not patched(), strict=True,
                    reason="stock Unicorn reports stops after a load with the load's PC")
 def test_an_asynchronous_stop_never_lands_after_a_load_that_took_effect():
@@ -26,29 +53,15 @@ def test_an_asynchronous_stop_never_lands_after_a_load_that_took_effect():
     # x1 walks a two-element ring: after n loads it is the n-th element.
     uc.mem_write(0x10000, struct.pack("<QQ", 0x10008, 0x10000))
     uc.reg_write(A.UC_ARM64_REG_X1, 0x10000)
-    done = threading.Event()
 
-    def kicker():
-        while not done.is_set():
-            time.sleep(0.0001)
-            uc.emu_stop()
+    def wrong_at(pc):
+        x1, x3 = uc.reg_read(A.UC_ARM64_REG_X1), uc.reg_read(A.UC_ARM64_REG_X3)
+        if pc == 0x1000 and (x1 == 0x10000) != (x3 % 2 == 0):
+            uc.reg_write(A.UC_ARM64_REG_X3, x3 + 1)
+            return True, pc
+        return False, pc
 
-    thread = threading.Thread(target=kicker, daemon=True)
-    thread.start()
-    pc, stops, wrong = 0x1000, 0, 0
-    deadline = time.monotonic() + 1.0
-    try:
-        while time.monotonic() < deadline:
-            uc.emu_start(pc, 0xFFFF_FFFF_FFFF_FFFC)
-            stops += 1
-            pc = uc.reg_read(A.UC_ARM64_REG_PC)
-            x1, x3 = uc.reg_read(A.UC_ARM64_REG_X1), uc.reg_read(A.UC_ARM64_REG_X3)
-            if pc == 0x1000 and (x1 == 0x10000) != (x3 % 2 == 0):
-                wrong += 1
-                uc.reg_write(A.UC_ARM64_REG_X3, x3 + 1)
-    finally:
-        done.set()
-        thread.join()
+    stops, wrong = _stops_under_kicks(uc, 0x1000, wrong_at)
     assert stops > 100
     assert wrong == 0
 
@@ -154,29 +167,12 @@ def test_a_stop_at_block_entry_keeps_the_pc_while_a_narrow_code_hook_exists():
     uc.mem_write(0x1000, struct.pack("<II", 0x91000463, 0x140001FF))   # add x3,#1; b 0x1800
     uc.mem_write(0x1800, struct.pack("<II", 0x91000484, 0x17FFFDFF))   # add x4,#1; b 0x1000
     uc.hook_add(UC_HOOK_CODE, lambda *a: None, begin=0x3000, end=0x3000)
-    done = threading.Event()
 
-    def kicker():
-        while not done.is_set():
-            time.sleep(0.0001)
-            uc.emu_stop()
+    def wrong_at(pc):
+        x3, x4 = uc.reg_read(A.UC_ARM64_REG_X3), uc.reg_read(A.UC_ARM64_REG_X4)
+        expected = 0x1000 if x3 == x4 else 0x1800
+        return pc != expected, expected
 
-    thread = threading.Thread(target=kicker, daemon=True)
-    thread.start()
-    pc, stops, wrong = 0x1000, 0, 0
-    deadline = time.monotonic() + 1.0
-    try:
-        while time.monotonic() < deadline:
-            uc.emu_start(pc, 0xFFFF_FFFF_FFFF_FFFC)
-            stops += 1
-            pc = uc.reg_read(A.UC_ARM64_REG_PC)
-            x3, x4 = uc.reg_read(A.UC_ARM64_REG_X3), uc.reg_read(A.UC_ARM64_REG_X4)
-            expected = 0x1000 if x3 == x4 else 0x1800
-            if pc != expected:
-                wrong += 1
-                pc = expected
-    finally:
-        done.set()
-        thread.join()
+    stops, wrong = _stops_under_kicks(uc, 0x1000, wrong_at)
     assert stops > 100
     assert wrong == 0
