@@ -17,7 +17,6 @@ entry point) a test gets the same through fixtures::
 
 from __future__ import annotations
 
-import io
 import tempfile
 import threading
 import time
@@ -28,29 +27,10 @@ from pyned.cpu.syndrome import SyndromeLayout, probe_syndrome_layout
 from pyned.errors import PynedError
 from pyned.ned.runtime import ExitMode, Ned, NedOptions
 from pyned.platform.board import Board
-from pyned.services.cons import Channel
+from pyned.services.cons import Channel, MemoryTerminal
 from pyned.services.journal import JournalEntry
 from pyned.system import System, SystemOptions
 from pyned.vmm.vm import Injection
-
-
-class _Output(io.RawIOBase):
-    """The terminal side of cons, kept in memory."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self._lock = threading.Lock()
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, b: bytes) -> int:  # type: ignore[override]
-        with self._lock:
-            self.data += b
-        return len(b)
-
-    def isatty(self) -> bool:
-        return False
 
 
 _SYNDROME: list[SyndromeLayout] = []
@@ -77,7 +57,7 @@ class Booted:
             script = Path(self._tmp.name) / "system.lua"
             script.write_text(source)
         self.script = Path(script) if script is not None else None
-        self.output = _Output()
+        self.output = MemoryTerminal()
         dirs = ([self.script.parent] if self.script else []) + list(rom_dirs or [])
         self.system = System(SystemOptions(board=board or Board(), rom_dirs=dirs,
                                            out=self.output, colour=False), syndrome=_syndrome())

@@ -8,7 +8,6 @@ an error in the script, or when it has not ended within the timeout.
 
 from __future__ import annotations
 
-import io
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from pyned.cpu.syndrome import SyndromeLayout, probe_syndrome_layout
 from pyned.errors import PynedError
 from pyned.ned.runtime import ExitMode, Ned, NedOptions, TestEnded
 from pyned.platform.board import Board
+from pyned.services.cons import MemoryTerminal
 from pyned.services.journal import JournalEntry
 from pyned.system import System, SystemOptions
 
@@ -27,22 +27,6 @@ DEFAULT_TIMEOUT_S = 60.0
 _STOP_WAIT_S = 5.0
 # Console lines shown under a failure.
 FAILURE_LINES = 25
-
-
-class _Capture(io.RawIOBase):
-    """The terminal side of cons for one test, kept in memory."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self._lock = threading.Lock()
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, b: bytes) -> int:  # type: ignore[override]
-        with self._lock:
-            self.data += b
-        return len(b)
 
 
 @dataclass
@@ -59,7 +43,7 @@ def run_test(script: Path, *, timeout: float = DEFAULT_TIMEOUT_S, args: list[str
              rom_dirs: list[Path] | None = None, board: Board | None = None,
              syndrome: SyndromeLayout | None = None) -> TestResult:
     """Run one test script to its verdict in a System of its own."""
-    capture = _Capture()
+    capture = MemoryTerminal()
     t0 = time.monotonic()
     system = System(SystemOptions(board=board or Board(),
                                   rom_dirs=[script.parent] + list(rom_dirs or []),

@@ -9,6 +9,7 @@ is printed after a short delay so interactive guests stay usable.
 
 from __future__ import annotations
 
+import io
 import re
 import sys
 import threading
@@ -217,3 +218,22 @@ class Cons:
             self._out.flush()
         except (OSError, ValueError):
             pass  # a closed terminal must not stop the VMs
+
+
+class MemoryTerminal(io.RawIOBase):
+    """A terminal for cons kept in memory (tests, ``pyned test``): not a tty."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self._lock = threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: bytes) -> int:  # type: ignore[override]
+        with self._lock:
+            self.data += b
+        return len(b)
+
+    def isatty(self) -> bool:
+        return False
