@@ -44,6 +44,13 @@ Patch level 3 adds two fixes that real operating systems need:
 * A per-instance filter for the MRS/MSR/SYS instruction hook: only the
   encodings pyned traps call into Python; every other system-register access
   (Linux reads SP_EL0 and TPIDR_EL1 all the time) runs at native speed.
+
+Patch level 4: a hooked access to a system register QEMU does not implement
+(the GIC's ICC_* CPU interface) that the hook handled continues at the next
+instruction. Unicorn placed the hook's "handled" branch after the undefined
+instruction exception and so fell off the block's end with the PC still on
+the access; pyned had to end the slice there and step over it from outside,
+an exit and a re-entry for every interrupt acknowledge and end of interrupt.
 """
 
 from __future__ import annotations
@@ -59,7 +66,7 @@ from pathlib import Path
 from typing import Iterable
 
 UNICORN_VERSION = "2.1.4"
-PATCH_LEVEL = 3
+PATCH_LEVEL = 4
 LIB_NAME = "libunicorn.so.2"
 
 
@@ -305,6 +312,26 @@ uc_err uc_pyned_trap_sysreg(uc_engine *uc, uint32_t key, int on)
 
 """
 
+_HANDLED_OLD = """static void may_gen_set_label(DisasContext *s, TCGLabel *label) {
+    if (label) {
+        gen_set_label(s->uc->tcg_ctx, label);
+    }
+}
+"""
+_HANDLED_NEW = _HANDLED_OLD + """
+// pyned: the hook handled an access QEMU would refuse: leave the block at the
+// next instruction (what follows the refusal is never reached otherwise).
+static void pyned_gen_handled(DisasContext *s, TCGLabel *label)
+{
+    if (label) {
+        gen_set_label(s->uc->tcg_ctx, label);
+        gen_a64_set_pc_im(s->uc->tcg_ctx, s->base.pc_next);
+        tcg_gen_exit_tb(s->uc->tcg_ctx, NULL, 0);
+    }
+}
+"""
+_REFUSED_OLD = "        unallocated_encoding(s);\n        may_gen_set_label(s, label);\n        return;"
+
 _EDITS: list[tuple[str, str, str, int]] = [
     # (file, old, new, occurrences of old); tcg-op.c's call sites are edited by line
     ("qemu/tcg/tcg-op.c", "static void tcg_gen_req_mo(TCGContext *tcg_ctx, TCGBar type)", _MEM_CHECK, 1),
@@ -353,6 +380,10 @@ _EDITS: list[tuple[str, str, str, int]] = [
      "    bool skip_sync_pc_on_exit;\n    uint8_t *pyned_sysreg_traps; // bit per encoding\n};", 1),
     ("uc.c", "    g_free(uc->l1_map);\n", "    g_free(uc->l1_map);\n    g_free(uc->pyned_sysreg_traps);\n", 1),
     ("qemu/target/arm/translate-a64.c", _HOOK_LOOP_OLD, _HOOK_LOOP_NEW, 1),
+    # Handled accesses to registers QEMU lacks go on in the same slice.
+    ("qemu/target/arm/translate-a64.c", _HANDLED_OLD, _HANDLED_NEW, 1),
+    ("qemu/target/arm/translate-a64.c", _REFUSED_OLD,
+     _REFUSED_OLD.replace("may_gen_set_label", "pyned_gen_handled"), 2),
     ("qemu/accel/tcg/cpu-exec.c",
      "        if (!HOOK_EXISTS(env->uc, UC_HOOK_CODE)) {\n            // We should sync pc for R/W error.",
      "        {   // pyned: also with code hooks; none ran, the block never started\n"

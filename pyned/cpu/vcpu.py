@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Callable, Protocol
 
-from unicorn import (UC_ARCH_ARM64, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INTR,
+from unicorn import (UC_ARCH_ARM64, UC_HOOK_CODE,
                      UC_HOOK_MEM_UNMAPPED, UC_MEM_FETCH_UNMAPPED, UC_MEM_WRITE_UNMAPPED,
                      UC_MODE_ARM, UC_PROT_ALL, UC_PROT_EXEC, UC_PROT_READ, Uc, UcError)
 from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH
@@ -37,6 +37,7 @@ from unicorn.unicorn_py3.unicorn import uclib
 
 from pyned.cpu import engine
 from pyned.cpu.decode import MemAccess, decode_access
+from pyned.cpu.hooks import CpReg, RawHooks
 from pyned.cpu.exceptions import (BOOT_PSTATE, EC, ESR_IL, ExceptionKind, esr_ec, plan_entry,
                                   pstate_el)
 from pyned.cpu.syndrome import SyndromeLayout
@@ -105,6 +106,8 @@ class _RawRegs:
             fn.restype = ctypes.c_int
         self._word = ctypes.c_uint32()
         self._pa = ctypes.c_uint64()
+        self._cp = CpReg()
+        self._cp_ref = ctypes.byref(self._cp)
 
     def save_context(self, ctx: object) -> None:
         """``context_update`` without the binding's wrapper."""
@@ -130,6 +133,18 @@ class _RawRegs:
     def write(self, reg: int, value: int) -> None:
         self._buf.value = value & 0xFFFF_FFFF_FFFF_FFFF
         self._write(self._uch, reg, self._ref)
+
+    def cpr_read(self, op0: int, op1: int, crn: int, crm: int, op2: int) -> int:
+        """A system register by encoding (the binding's ``cpr_read`` costs several µs)."""
+        cp = self._cp
+        cp.op0, cp.op1, cp.crn, cp.crm, cp.op2, cp.val = op0, op1, crn, crm, op2, 0
+        self._read(self._uch, A.UC_ARM64_REG_CP_REG, self._cp_ref)
+        return cp.val
+
+    def cpr_write(self, op0: int, op1: int, crn: int, crm: int, op2: int, value: int) -> None:
+        cp = self._cp
+        cp.op0, cp.op1, cp.crn, cp.crm, cp.op2, cp.val = op0, op1, crn, crm, op2, value
+        self._write(self._uch, A.UC_ARM64_REG_CP_REG, self._cp_ref)
 
 
 def _sign_extend(value: int, bits: int) -> int:
@@ -202,6 +217,9 @@ class Vcpu:
         self._traps = traps
         self._hypercall = traps.hypercall
         self.hypercalls = 0
+        self.sysreg_traps = 0    # accesses the trap table emulated
+        # Below patch level 4 a handled access to a register QEMU lacks ends the slice.
+        self._step_unknown = engine.patch_level() < 4
         self.exceptions = 0      # exception entries made (synchronous and asynchronous)
         self.last_hypercall = 0
         self._ctx = self.uc.context_save()
@@ -226,10 +244,11 @@ class Vcpu:
         self.run_ns = 0
         self._run_since = 0
         self._init_el2_el3(midr)
-        self.uc.hook_add(UC_HOOK_INTR, self._on_intr)
+        self._hooks = RawHooks(self.uc)
+        self._hooks.intr(self._on_intr)
         if len(sysregs):
-            self.uc.hook_add(UC_HOOK_INSN, self._on_mrs, aux1=A.UC_ARM64_INS_MRS)
-            self.uc.hook_add(UC_HOOK_INSN, self._on_msr, aux1=A.UC_ARM64_INS_MSR)
+            self._hooks.sysreg(A.UC_ARM64_INS_MRS, self._on_mrs)
+            self._hooks.sysreg(A.UC_ARM64_INS_MSR, self._on_msr)
             # Only the table's registers call into Python (where the engine can
             # filter); a guest's own MRS of SP_EL0 or TPIDR_EL1 stays native.
             engine.trap_sysregs(self.uc, sysregs.keys())
@@ -237,7 +256,7 @@ class Vcpu:
             # Each vCPU is its own Unicorn instance with its own TLB and
             # translations: the inner-shareable TLB and instruction-cache
             # maintenance a guest issues must reach its siblings.
-            self.uc.hook_add(UC_HOOK_INSN, self._on_sys, aux1=A.UC_ARM64_INS_SYS)
+            self._hooks.sysreg(A.UC_ARM64_INS_SYS, self._on_sys)
             engine.trap_sysregs(self.uc, BROADCAST_OPS)
 
     # -- set-up -------------------------------------------------------------
@@ -274,7 +293,7 @@ class Vcpu:
         self.uc.mem_map_ptr(base, size, UC_PROT_ALL, host_ptr)
 
     def map_mmio(self, base: int, size: int, read_cb: Callable, write_cb: Callable) -> None:
-        self.uc.mmio_map(base, size, read_cb, None, write_cb, None)
+        self._hooks.mmio(base, size, read_cb, write_cb)
 
     def install_fault_hooks(self, mapped: list[tuple[int, int]]) -> None:
         """Hook every gap between mapped ranges: a guest access there is a stage-2 fault.
@@ -347,7 +366,7 @@ class Vcpu:
         self._regs.write(A.UC_ARM64_REG_PSTATE, value)
         # A PSTATE write leaves QEMU's cached hflags stale (CurrentEL keeps its
         # old value); any coprocessor-register write rebuilds them.
-        self.uc.cpr_write(3, 6, 1, 1, 0, 0x531)
+        self._regs.cpr_write(3, 6, 1, 1, 0, 0x531)
 
     def registers(self) -> dict[str, int]:
         """A snapshot for reports and the monitor (x0-x30, sp, pc, pstate, ...)."""
@@ -377,6 +396,7 @@ class Vcpu:
         self._run_since = time.perf_counter_ns()
         try:
             self.uc.emu_start(start, _UNTIL)
+            self._hooks.raise_pending()
         except UcError as err:
             if self._pending_exit is None:
                 self._pending_exit = Exit(ExitKind.FATAL, self._report(
@@ -475,7 +495,7 @@ class Vcpu:
 
     @property
     def mmu_on(self) -> bool:
-        return bool(self.uc.cpr_read(3, 0, 1, 0, 0) & SCTLR_M)   # SCTLR_EL1
+        return bool(self._regs.cpr_read(3, 0, 1, 0, 0) & SCTLR_M)   # SCTLR_EL1
 
     def fetch(self, va: int) -> int | None:
         """The instruction word at ``va`` as the guest sees it (through its MMU if on)."""
@@ -521,7 +541,7 @@ class Vcpu:
 
     # -- hooks --------------------------------------------------------------
 
-    def _on_intr(self, uc: Uc, intno: int, _ud: object) -> None:
+    def _on_intr(self, intno: int) -> None:
         esr, far = self._read_syndrome()
         if intno == EXCP_HVC or intno == EXCP_SMC:
             # Hot path (a guest's hypercalls): no PC read, no clock, no formatting;
@@ -595,7 +615,7 @@ class Vcpu:
         self.exceptions += 1
         pstate = r.read(A.UC_ARM64_REG_PSTATE)
         plan = plan_entry(pstate, kind)
-        self.uc.cpr_write(3, 0, 4, 0, 0, pstate)       # SPSR_EL1 (no named register id)
+        r.cpr_write(3, 0, 4, 0, 0, pstate)       # SPSR_EL1 (no named register id)
         r.write(A.UC_ARM64_REG_ELR_EL1, return_pc)
         if esr is not None:
             r.write(A.UC_ARM64_REG_ESR_EL1, esr)
@@ -610,33 +630,35 @@ class Vcpu:
         r.write(A.UC_ARM64_REG_PC, vector)
         return vector
 
-    def _on_mrs(self, uc: Uc, reg: int, cp: object, _ud: object) -> int:
+    def _on_mrs(self, reg: int, cp: CpReg) -> int:
         # Plain tuple: equal to the table's SysRegKey and cheaper to build.
-        entry = self._sysregs.get((cp.op0, cp.op1, cp.crn, cp.crm, cp.op2))  # type: ignore
+        entry = self._sysregs.get((cp.op0, cp.op1, cp.crn, cp.crm, cp.op2))
         if entry is None or entry.read is None:
             return 0
         value = entry.read(self.index)
+        self.sysreg_traps += 1
         if reg != A.UC_ARM64_REG_XZR:
             self._regs.write(reg, value)
-        if not entry.native:
+        if not entry.native and self._step_unknown:
             self._step_over_sysreg()
         return 1
 
-    def _on_msr(self, uc: Uc, reg: int, cp: object, _ud: object) -> int:
-        entry = self._sysregs.get((cp.op0, cp.op1, cp.crn, cp.crm, cp.op2))  # type: ignore
+    def _on_msr(self, reg: int, cp: CpReg) -> int:
+        entry = self._sysregs.get((cp.op0, cp.op1, cp.crn, cp.crm, cp.op2))
         if entry is None or entry.write is None:
             return 0
         entry.write(self.index, cp.val)
-        if not entry.native:
+        self.sysreg_traps += 1
+        if not entry.native and self._step_unknown:
             self._step_over_sysreg()
         return 1
 
-    def _on_sys(self, uc: Uc, reg: int, cp: object, _ud: object) -> int:
-        key = (cp.op0, cp.op1, cp.crn, cp.crm, cp.op2)  # type: ignore[attr-defined]
+    def _on_sys(self, reg: int, cp: CpReg) -> int:
+        key = (cp.op0, cp.op1, cp.crn, cp.crm, cp.op2)
         if key == IC_IVAU:
             # Siblings see other virtual mappings (or none, at EL0 under KPTI):
             # pass on the physical page, translated here where the VA is valid.
-            pa = self._regs.translate(cp.val, UC_PROT_READ)  # type: ignore[attr-defined]
+            pa = self._regs.translate(cp.val, UC_PROT_READ)
             self._traps.maintenance(self.index, "code", None if pa is None else pa & ~0xFFF)
         elif key in BROADCAST_OPS:
             self._traps.maintenance(self.index, "tlb" if key[2] == 8 else "code", None)

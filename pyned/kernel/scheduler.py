@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import collections
 import threading
-import time
 from enum import Enum
 from typing import Protocol
 

@@ -193,7 +193,7 @@ class VcpuThread:
         """Events that show the guest is alive on this vCPU (see Vm._check_progress)."""
         exits = self.vcpu.exits
         return (self.irqs_taken + self.vcpu.hypercalls + self.vcpu.exceptions
-                + exits["wfi"] + exits["stop"] + self.vm.bus.accesses)
+                + self.vcpu.sysreg_traps + exits["wfi"] + self.vm.bus.accesses)
 
     def kick(self) -> None:
         self.vcpu.kick()
