@@ -274,6 +274,9 @@ int main(const void *dtb)
 
 	irq_disable();
 	vtimer_set_ctl(0);
+	/* The last tick may have set both report_ready and stopped. */
+	if (report_ready)
+		print_report();
 	print_latency();
 	uart_puts("rtos: done ticks=");
 	put_dec(ticks);
