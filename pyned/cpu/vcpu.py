@@ -100,8 +100,9 @@ class _RawRegs:
         self._ctx_save = lib.uc_context_save
         self._vmem_read = lib.uc_vmem_read
         self._vmem_translate = lib.uc_vmem_translate
+        self._mem_read = lib.uc_mem_read
         for fn in (self._read, self._write, self._ctx_save, self._vmem_read,
-                   self._vmem_translate):
+                   self._vmem_translate, self._mem_read):
             fn.argtypes = None
             fn.restype = ctypes.c_int
         self._word = ctypes.c_uint32()
@@ -116,6 +117,11 @@ class _RawRegs:
     def read_word_virt(self, va: int, prot: int) -> int | None:
         """A 32-bit word at a virtual address through the guest's MMU, or None if unmapped."""
         if self._vmem_read(self._uch, ctypes.c_uint64(va), prot, ctypes.byref(self._word), 4):
+            return None
+        return self._word.value
+
+    def read_word_phys(self, pa: int) -> int | None:
+        if self._mem_read(self._uch, ctypes.c_uint64(pa), ctypes.byref(self._word), 4):
             return None
         return self._word.value
 
@@ -419,7 +425,9 @@ class Vcpu:
                 self._pending_exit = Exit(ExitKind.FATAL, report)
         if self._pending_exit is not None:
             exit_ = self._pending_exit
-        elif self._after_wfi():
+        elif not kicked and self._after_wfi():
+            # A kicked slice that also reached a wfi counts as preempted: the
+            # wfi completes early, which the architecture allows.
             exit_ = Exit(ExitKind.WFI)
         else:
             exit_ = Exit(ExitKind.PREEMPT, kicked)
@@ -501,10 +509,7 @@ class Vcpu:
         """The instruction word at ``va`` as the guest sees it (through its MMU if on)."""
         if self.mmu_on:
             return self._regs.read_word_virt(va, UC_PROT_EXEC)
-        try:
-            return struct.unpack("<I", self.uc.mem_read(va, 4))[0]
-        except UcError:
-            return None
+        return self._regs.read_word_phys(va)
 
     def translate(self, va: int) -> int | None:
         """The physical address a load at ``va`` reaches now (current EL), or None if it faults."""

@@ -15,7 +15,7 @@ import threading
 from enum import Enum
 from typing import Protocol
 
-from pyned.kernel.clock import Clock
+from pyned.kernel.clock import Clock, TimerHandle, now_ns
 
 DEFAULT_SLICE_NS = 10_000_000
 REKICK_NS = 200_000
@@ -47,6 +47,12 @@ class Core:
         self._wake_pending: set[Schedulable] = set()
         self.current: Schedulable | None = None
         self._dispatch = 0
+        self._dispatched_at = 0
+        # Armed only while a thread of the running one's priority waits: a
+        # thread alone at its priority needs no time slice, and a 1 kHz guest
+        # would otherwise leave a dead timer on the clock at every dispatch.
+        self._slice_timer: TimerHandle | None = None
+        self._rekick_timer: TimerHandle | None = None
         self._slice_over = False
         self._stopped = False
         self.switches = 0
@@ -108,8 +114,18 @@ class Core:
         self._queues.setdefault(ent.prio, collections.deque()).append(ent)
         self._cond.notify()
         cur = self.current
-        if cur is not None and ent.prio > cur.prio:
+        if cur is None:
+            return
+        if ent.prio > cur.prio:
             self._preempt(self._dispatch)
+        elif ent.prio == cur.prio:
+            self._arm_slice()
+
+    def _arm_slice(self) -> None:
+        if self._slice_timer is None:
+            dispatch = self._dispatch
+            self._slice_timer = self._clock.at(self._dispatched_at + self._slice_ns,
+                                               lambda: self._slice_end(dispatch))
 
     def _best_waiting_prio(self) -> int | None:
         prios = [p for p, q in self._queues.items() if q]
@@ -121,7 +137,7 @@ class Core:
         if cur is None or dispatch != self._dispatch:
             return
         cur.kick()
-        self._clock.after(REKICK_NS, lambda: self._rekick(dispatch))
+        self._rekick_timer = self._clock.after(REKICK_NS, lambda: self._rekick(dispatch))
 
     def _rekick(self, dispatch: int) -> None:
         with self._cond:
@@ -132,12 +148,11 @@ class Core:
         with self._cond:
             if dispatch != self._dispatch or self.current is None:
                 return
+            self._slice_timer = None
             best = self._best_waiting_prio()
             if best is not None and best >= self.current.prio:
                 self._slice_over = True
                 self._preempt(dispatch)
-            else:
-                self._clock.after(self._slice_ns, lambda: self._slice_end(dispatch))
 
     def _pick(self) -> Schedulable | None:
         best = self._best_waiting_prio()
@@ -158,9 +173,11 @@ class Core:
                 self._slice_over = False
                 self.current = ent
                 self._dispatch += 1
-                dispatch = self._dispatch
+                self._dispatched_at = now_ns()
                 self.switches += 1
-                self._clock.after(self._slice_ns, lambda: self._slice_end(dispatch))
+                best = self._best_waiting_prio()
+                if best is not None and best >= ent.prio:
+                    self._arm_slice()
             try:
                 result = ent.run()
             except Exception:  # the run loop contains guest failures; this is a host bug
@@ -170,6 +187,10 @@ class Core:
             with self._cond:
                 self.current = None
                 self._dispatch += 1
+                for timer in (self._slice_timer, self._rekick_timer):
+                    if timer is not None:
+                        timer.cancel()
+                self._slice_timer = self._rekick_timer = None
                 if self._state.get(ent) != "running":
                     continue  # removed while running
                 if result == RunResult.EXIT:

@@ -414,14 +414,13 @@ class Vm:
 
     def _signalled(self, cpu: int) -> bool:
         gic = self.gic
-        return gic is not None and (gic.irq_pending(cpu) or gic.fiq_pending(cpu))
+        return gic is not None and any(gic.signals(cpu))
 
     def _deliverable(self, thread: VcpuThread) -> bool:
         gic = self.gic
         if gic is None:
             return False
-        cpu = thread.vcpu.index
-        irq, fiq = gic.irq_pending(cpu), gic.fiq_pending(cpu)
+        irq, fiq = gic.signals(thread.vcpu.index)
         if not (irq or fiq):
             return False
         pstate = thread.vcpu.pstate
@@ -436,9 +435,7 @@ class Vm:
         gic = self.gic
         if gic is None:
             return
-        cpu = thread.vcpu.index
-        fiq = gic.fiq_pending(cpu)
-        irq = gic.irq_pending(cpu)
+        irq, fiq = gic.signals(thread.vcpu.index)
         if not (irq or fiq):
             return
         vcpu = thread.vcpu

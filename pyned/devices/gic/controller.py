@@ -217,20 +217,26 @@ class Gic:
 
     # -- for the vCPU run loop ------------------------------------------------------------
 
-    def _asserting(self, cpu: int, fiq: bool) -> bool:
+    def signals(self, cpu: int) -> tuple[bool, bool]:
+        """(IRQ, FIQ): what CPU ``cpu``'s interface asserts now (at most one of them)."""
         self._check_cpu(cpu)
+        if not self._dist.pending:   # checked per guest slice: skip the lock when idle
+            return False, False
         with self._lock:
             c = self._cpus[cpu]
             irq = c.asserted()
-            return irq is not None and c.is_fiq(irq) == fiq
+            if irq is None:
+                return False, False
+            fiq = c.is_fiq(irq)
+            return not fiq, fiq
 
     def irq_pending(self, cpu: int) -> bool:
         """Whether CPU ``cpu``'s interface asserts IRQ now."""
-        return self._asserting(cpu, fiq=False)
+        return self.signals(cpu)[0]
 
     def fiq_pending(self, cpu: int) -> bool:
         """Whether CPU ``cpu``'s interface asserts FIQ now (Group 0; GICv2 only with FIQEn)."""
-        return self._asserting(cpu, fiq=True)
+        return self.signals(cpu)[1]
 
     # -- the device tree ------------------------------------------------------------------
 
