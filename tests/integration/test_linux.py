@@ -108,3 +108,54 @@ def test_typed_input_reaches_the_shell_on_the_console():
         b.expect("vm1", r"typed-42", timeout=30)
         ch.send(b"poweroff -f\n")
         assert b.wait(60) == 0
+
+
+def test_the_monitor_client_connects_a_terminal_to_the_linux_shell(tmp_path):
+    """A person at ``pyned monitor``: connect vm1, use the shell, Ctrl-E . back, quit."""
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+    import time
+
+    src = PRE + linux_vm(1, "virt-r82.dtb", "ttyAMA0", "echo shell-next")
+    with Booted(source=src) as b:
+        b.expect("vm1", "shell-next", 120)
+        leader, follower = pty.openpty()
+        client = subprocess.Popen(
+            [sys.executable, "-m", "pyned", "monitor", f"unix:{b.monitor_path()}"],
+            stdin=follower, stdout=follower, stderr=follower, close_fds=True,
+            env=dict(os.environ, HOME=str(tmp_path), TERM="dumb"))
+        os.close(follower)
+        seen = bytearray()
+
+        def until(what: bytes, timeout: float = 30) -> None:
+            deadline = time.monotonic() + timeout
+            while what not in seen:
+                left = deadline - time.monotonic()
+                assert left > 0, f"no {what!r} on the terminal; got {bytes(seen)!r}"
+                if select.select([leader], [], [], left)[0]:
+                    seen.extend(os.read(leader, 65536))
+            del seen[:seen.index(what) + len(what)]
+
+        try:
+            until(b"pyned> ")
+            os.write(leader, b"connect vm1\r")
+            until(b"[connected to vm1")
+            os.write(leader, b"\r")                       # a fresh shell prompt
+            until(b"# ")
+            os.write(leader, b"echo $((6*7))-$(uname -m)\r")
+            until(b"42-aarch64")
+            os.write(leader, b"cd /proc && ls -d 1 self\r")  # the shell keeps its state
+            until(b"self")
+            os.write(leader, b"\x05.")
+            until(b"[disconnected from vm1]")
+            until(b"pyned> ")
+            os.write(leader, b"quit\r")
+            assert client.wait(10) == 0
+        finally:
+            if client.poll() is None:
+                client.kill()
+            os.close(leader)
+        assert "42-aarch64" in b.text("vm1")
