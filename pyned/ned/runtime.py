@@ -30,7 +30,7 @@ from pyned.services import loader
 from pyned.services.gate import IpcGate
 from pyned.services.journal import JournalEntry
 from pyned.services.rom import PROJECT_ROOT
-from pyned.system import System, settle_heap
+from pyned.system import System, settle_process
 from pyned.vmm.vm import Injection
 
 LUA_DIR = PROJECT_ROOT / "lua"
@@ -395,7 +395,7 @@ class Ned:
     def run(self) -> int:
         """Run -e statements and the script, then serve; returns the exit status."""
         lua = self.lua
-        settle_heap()
+        settle_process()
         argv = [str(self.options.script or "")] + self.options.args
         arg = lua.table_from({i: a for i, a in enumerate(argv)})
         lua.globals().arg = arg
