@@ -460,6 +460,7 @@ def _linux_stats(script: Path) -> dict:
         exits = dict(vcpu.exits)
         exits["hypercall"] = vcpu.hypercalls
         exits["irq"] = thread.irqs_taken
+        exits["trapped_sysreg"] = vcpu.sysreg_traps   # handled in the slice: no exit
     return {"mips": insns / elapsed / 1e6, "insns_M": insns / 1e6,
             "exits": " ".join(f"{k}={v}" for k, v in sorted(exits.items()))}
 

@@ -302,7 +302,7 @@ def _sample(vm: Vm) -> dict[str, object]:
         cpus.append({"cpu": v.index, "run_ns": v.run_time_ns(), "insns": v.instructions,
                      "slices": sum(v.exits.values()),
                      "exits": dict(v.exits), "hypercalls": v.hypercalls,
-                     "irqs_taken": t.irqs_taken})
+                     "sysreg_traps": v.sysreg_traps, "irqs_taken": t.irqs_taken})
     return {"time": time.monotonic(), "uptime": vm.uptime(), "mmio": vm.bus.accesses,
             "cpus": cpus}
 
@@ -317,6 +317,7 @@ def _delta(a: dict, b: dict) -> dict:
         out["cpus"].append(dict(cb, run_ns=cb["run_ns"] - ca["run_ns"], insns=insns,
                                 slices=cb["slices"] - ca["slices"], exits=exits,
                                 hypercalls=cb["hypercalls"] - ca["hypercalls"],
+                                sysreg_traps=cb["sysreg_traps"] - ca["sysreg_traps"],
                                 irqs_taken=cb["irqs_taken"] - ca["irqs_taken"]))
     return out
 
@@ -336,7 +337,8 @@ def _stats_text(name: str, s: dict, window: bool) -> str:
             lines.append(f"        instructions {c['insns']} ({c['insns'] / span / 1e6:.1f} M/s)")
         lines.append(f"        exits: {exits or 'none'}; hypercalls {c['hypercalls']} "
                      f"({c['hypercalls'] / span:.0f}/s), interrupts taken {c['irqs_taken']} "
-                     f"({c['irqs_taken'] / span:.0f}/s)")
+                     f"({c['irqs_taken'] / span:.0f}/s), system-register traps "
+                     f"{c['sysreg_traps']} ({c['sysreg_traps'] / span:.0f}/s)")
     return "\n".join(lines)
 
 
