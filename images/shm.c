@@ -131,6 +131,37 @@ static void put_text(void)
 	uart_putc('"');
 }
 
+/* Wait for message n and check its word; say why not (or, for the first, what came). */
+static int expect_message(uint64_t n, uint64_t timeout, const char *word, const char *what)
+{
+	if (!receive(n, timeout)) {
+		uart_puts("shm: timeout waiting for ");
+		uart_puts(what);
+		uart_putc(' ');
+		put_dec(n);
+		uart_putc('\n');
+		return 0;
+	}
+	if (!text_is(word, n)) {
+		uart_puts("shm: ");
+		uart_puts(what);
+		uart_putc(' ');
+		put_dec(n);
+		uart_puts(" is wrong: ");
+		put_text();
+		uart_putc('\n');
+		return 0;
+	}
+	if (n == 1) {
+		uart_puts("shm: first ");
+		uart_puts(what);
+		uart_putc(' ');
+		put_text();
+		uart_putc('\n');
+	}
+	return 1;
+}
+
 static void sort(uint32_t *a, unsigned n)
 {
 	for (unsigned i = 1; i < n; i++) {
@@ -200,26 +231,9 @@ int main(const void *dtb)
 			uint64_t t0 = read_cntvct(), t;
 
 			send(i, "ping ", name);
-			if (!receive(i, timeout)) {
-				uart_puts("shm: timeout waiting for reply ");
-				put_dec(i);
-				uart_putc('\n');
+			if (!expect_message(i, timeout, "pong ", "reply"))
 				break;
-			}
 			t = read_cntvct() - t0;
-			if (!text_is("pong ", i)) {
-				uart_puts("shm: reply ");
-				put_dec(i);
-				uart_puts(" is wrong: ");
-				put_text();
-				uart_putc('\n');
-				break;
-			}
-			if (i == 1) {
-				uart_puts("shm: first reply ");
-				put_text();
-				uart_putc('\n');
-			}
 			if (done < RTT_MAX)
 				rtt[done] = t;
 			worst = t > worst ? t : worst;
@@ -241,25 +255,8 @@ int main(const void *dtb)
 		uint64_t i;
 
 		for (i = 1; i <= rounds; i++) {
-			if (!receive(i, timeout)) {
-				uart_puts("shm: timeout waiting for message ");
-				put_dec(i);
-				uart_putc('\n');
+			if (!expect_message(i, timeout, "ping ", "message"))
 				break;
-			}
-			if (!text_is("ping ", i)) {
-				uart_puts("shm: message ");
-				put_dec(i);
-				uart_puts(" is wrong: ");
-				put_text();
-				uart_putc('\n');
-				break;
-			}
-			if (i == 1) {
-				uart_puts("shm: first message ");
-				put_text();
-				uart_putc('\n');
-			}
 			send(i, "pong ", name);
 		}
 		uart_puts("shm: answered ");

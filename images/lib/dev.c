@@ -3,10 +3,6 @@
  */
 #include "dev.h"
 
-#define FDT_BEGIN_NODE	1
-#define FDT_END_NODE	2
-#define FDT_PROP	3
-#define FDT_NOP		4
 #define DEPTH_MAX	16
 
 #define GICD_IGROUPR	0x0080
@@ -15,29 +11,15 @@
 #define GICD_ICFGR	0x0c00
 #define GICD_IROUTER	0x6000
 
-static uint32_t be32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
 static uint64_t cells(const uint8_t *p, unsigned n)
 {
 	uint64_t v = 0;
 
 	while (n--) {
-		v = v << 32 | be32(p);
+		v = v << 32 | fdt_be32(p);
 		p += 4;
 	}
 	return v;
-}
-
-static size_t name_len(const uint8_t *p, size_t max)
-{
-	size_t n = 0;
-
-	while (n < max && p[n])
-		n++;
-	return n;
 }
 
 static int str_is(const uint8_t *p, uint32_t len, const char *s)
@@ -52,8 +34,10 @@ static int strlist_has(const uint8_t *p, uint32_t len, const char *s)
 	uint32_t off = 0;
 
 	while (off < len) {
-		size_t n = name_len(p + off, len - off);
+		size_t n = 0;
 
+		while (off + n < len && p[off + n])
+			n++;
 		if (n == strlen(s) && !memcmp(p + off, s, n))
 			return 1;
 		off += n + 1;
@@ -115,7 +99,7 @@ static int fill(const struct frame *st, int depth, struct dt_dev *d)
 			return 0;
 	}
 	if (n->irqs && n->irqs_len >= 12) {
-		uint32_t kind = be32(n->irqs), num = be32(n->irqs + 4), flags = be32(n->irqs + 8);
+		uint32_t kind = fdt_be32(n->irqs), num = fdt_be32(n->irqs + 4), flags = fdt_be32(n->irqs + 8);
 
 		d->intid = kind == 0 ? (int)(32 + num) : kind == 1 ? (int)(16 + num) : -1;
 		d->edge = (flags & 3) != 0;
@@ -126,25 +110,15 @@ static int fill(const struct frame *st, int depth, struct dt_dev *d)
 int dt_find(const void *dtb, const char *prop, const char *value, unsigned nth,
 	    struct dt_dev *d)
 {
-	const uint8_t *fdt = dtb;
-	struct frame st[DEPTH_MAX];
-	uint64_t total, off, strs;
+	struct frame st[DEPTH_MAX], *f;
+	struct fdt_walk w;
+	struct fdt_token t;
 	int depth = -1;
 
-	if (!fdt_valid(dtb))
+	if (!fdt_walk_start(&w, dtb))
 		return 0;
-	total = be32(fdt + 4);
-	off = be32(fdt + 8);
-	strs = be32(fdt + 12);
-
-	while (off + 4 <= total) {
-		uint32_t tok = be32(fdt + off);
-
-		off += 4;
-		if (tok == FDT_BEGIN_NODE) {
-			size_t nlen = name_len(fdt + off, total - off);
-			struct frame *f;
-
+	while (fdt_walk_next(&w, &t)) {
+		if (t.kind == FDT_BEGIN_NODE) {
 			if (++depth >= DEPTH_MAX)
 				return 0;
 			f = &st[depth];
@@ -152,54 +126,39 @@ int dt_find(const void *dtb, const char *prop, const char *value, unsigned nth,
 			f->ac = 2;
 			f->sc = 1;
 			f->enabled = depth == 0 || st[depth - 1].enabled;
-			off += (nlen + 4) & ~3ULL;
-		} else if (tok == FDT_END_NODE) {
-			if (depth < 0)
-				return 0;
-			if (depth > 0 && st[depth].match && st[depth].enabled) {
+			continue;
+		}
+		if (depth < 0)
+			return 0;
+		f = &st[depth];
+		if (t.kind == FDT_END_NODE) {
+			if (depth > 0 && f->match && f->enabled) {
 				if (nth == 0)
 					return fill(st, depth, d);
 				nth--;
 			}
 			if (--depth < 0)
 				break;
-		} else if (tok == FDT_PROP) {
-			uint32_t len, nameoff;
-			const uint8_t *v;
-			const char *pn;
-			struct frame *f;
-
-			if (off + 8 > total || depth < 0)
-				return 0;
-			len = be32(fdt + off);
-			nameoff = be32(fdt + off + 4);
-			off += 8;
-			if (off + len > total || strs + nameoff >= total)
-				return 0;
-			v = fdt + off;
-			pn = (const char *)fdt + strs + nameoff;
-			f = &st[depth];
-			if (!strcmp(pn, prop) && strlist_has(v, len, value))
-				f->match = 1;
-			if (!strcmp(pn, "#address-cells") && len == 4)
-				f->ac = be32(v);
-			else if (!strcmp(pn, "#size-cells") && len == 4)
-				f->sc = be32(v);
-			else if (!strcmp(pn, "ranges")) {
-				f->ranges = v;
-				f->ranges_len = len;
-			} else if (!strcmp(pn, "status"))
-				f->enabled = f->enabled && (str_is(v, len, "okay") || str_is(v, len, "ok"));
-			else if (!strcmp(pn, "reg")) {
-				f->reg = v;
-				f->reg_len = len;
-			} else if (!strcmp(pn, "interrupts")) {
-				f->irqs = v;
-				f->irqs_len = len;
-			}
-			off += (len + 3) & ~3ULL;
-		} else if (tok != FDT_NOP) {
-			break;
+			continue;
+		}
+		if (fdt_name_is(&t, prop) && strlist_has(t.value, t.len, value))
+			f->match = 1;
+		if (fdt_name_is(&t, "#address-cells") && t.len == 4) {
+			f->ac = fdt_be32(t.value);
+		} else if (fdt_name_is(&t, "#size-cells") && t.len == 4) {
+			f->sc = fdt_be32(t.value);
+		} else if (fdt_name_is(&t, "ranges")) {
+			f->ranges = t.value;
+			f->ranges_len = t.len;
+		} else if (fdt_name_is(&t, "status")) {
+			f->enabled = f->enabled && (str_is(t.value, t.len, "okay") ||
+						    str_is(t.value, t.len, "ok"));
+		} else if (fdt_name_is(&t, "reg")) {
+			f->reg = t.value;
+			f->reg_len = t.len;
+		} else if (fdt_name_is(&t, "interrupts")) {
+			f->irqs = t.value;
+			f->irqs_len = t.len;
 		}
 	}
 	return 0;

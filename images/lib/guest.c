@@ -93,14 +93,13 @@ void halt(void)
 /* ---- flattened device tree ---------------------------------------------- */
 
 #define FDT_MAGIC	0xd00dfeed
-#define FDT_BEGIN_NODE	1
-#define FDT_END_NODE	2
-#define FDT_PROP	3
 #define FDT_NOP		4
 
 /* Byte loads: the blob's alignment is the host's promise, not ours to trust. */
-static uint32_t be32(const uint8_t *p)
+uint32_t fdt_be32(const void *ptr)
 {
+	const uint8_t *p = ptr;
+
 	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
@@ -115,7 +114,65 @@ static size_t strnlen_(const char *s, size_t max)
 
 int fdt_valid(const void *dtb)
 {
-	return dtb && be32(dtb) == FDT_MAGIC;
+	return dtb && fdt_be32(dtb) == FDT_MAGIC;
+}
+
+int fdt_walk_start(struct fdt_walk *w, const void *dtb)
+{
+	if (!fdt_valid(dtb))
+		return 0;
+	w->fdt = dtb;
+	w->total = fdt_be32(w->fdt + 4);
+	w->off = fdt_be32(w->fdt + 8);
+	w->strs = fdt_be32(w->fdt + 12);
+	return 1;
+}
+
+int fdt_walk_next(struct fdt_walk *w, struct fdt_token *t)
+{
+	const uint8_t *fdt = w->fdt;
+	uint64_t total = w->total;
+
+	while (w->off + 4 <= total) {
+		uint32_t tok = fdt_be32(fdt + w->off), nameoff;
+
+		w->off += 4;
+		t->kind = tok;
+		switch (tok) {
+		case FDT_BEGIN_NODE:
+			t->name = (const char *)fdt + w->off;
+			t->name_len = strnlen_(t->name, total - w->off);
+			w->off += (t->name_len + 4) & ~3ULL;
+			return 1;
+		case FDT_END_NODE:
+			return 1;
+		case FDT_PROP:
+			if (w->off + 8 > total)
+				return 0;
+			t->len = fdt_be32(fdt + w->off);
+			nameoff = fdt_be32(fdt + w->off + 4);
+			w->off += 8;
+			if (w->off + t->len > total || w->strs + nameoff >= total)
+				return 0;
+			t->value = fdt + w->off;
+			t->name = (const char *)fdt + w->strs + nameoff;
+			t->name_len = strnlen_(t->name, total - w->strs - nameoff);
+			w->off += (t->len + 3) & ~3ULL;
+			return 1;
+		case FDT_NOP:
+			break;
+		default:		/* FDT_END or garbage */
+			return 0;
+		}
+	}
+	return 0;
+}
+
+int fdt_name_is(const struct fdt_token *t, const char *s)
+{
+	size_t n = strlen(s);
+
+	return t->name_len == n && !memcmp(t->name, s, n);
 }
 
 /* Component idx of a '/'-separated path (empty components skipped). */
@@ -163,73 +220,37 @@ static int node_matches(const char *comp, size_t clen, const char *name, size_t 
 const void *fdt_find_prop(const void *dtb, const char *path, const char *name,
 			  uint32_t *lenp)
 {
-	const uint8_t *fdt = dtb;
-	uint64_t total, off, strs;
+	struct fdt_walk w;
+	struct fdt_token t;
 	int want, depth = 0, match = 0;
+	const char *c;
+	size_t clen;
 
-	if (!fdt_valid(dtb))
+	if (!fdt_walk_start(&w, dtb))
 		return NULL;
-	total = be32(fdt + 4);
-	off = be32(fdt + 8);
-	strs = be32(fdt + 12);
 	want = path_depth(path);
 
 	/*
 	 * depth counts open nodes (the root opens depth 1); match counts path
 	 * components matched by the chain of currently open nodes.
 	 */
-	while (off + 4 <= total) {
-		uint32_t tok = be32(fdt + off);
-
-		off += 4;
-		switch (tok) {
-		case FDT_BEGIN_NODE: {
-			const char *n = (const char *)fdt + off;
-			size_t nlen = strnlen_(n, total - off), clen;
-			const char *c;
-
-			off += (nlen + 4) & ~3ULL;
+	while (fdt_walk_next(&w, &t)) {
+		if (t.kind == FDT_BEGIN_NODE) {
 			depth++;
 			if (depth >= 2 && match == depth - 2 && match < want &&
 			    (c = path_comp(path, match, &clen)) &&
-			    node_matches(c, clen, n, nlen))
+			    node_matches(c, clen, t.name, t.name_len))
 				match++;
-			break;
-		}
-		case FDT_END_NODE:
+		} else if (t.kind == FDT_END_NODE) {
 			if (depth == 0)
 				return NULL;
 			if (depth >= 2 && match == depth - 1)
 				match--;
 			depth--;
-			break;
-		case FDT_PROP: {
-			uint32_t len, nameoff;
-
-			if (off + 8 > total)
-				return NULL;
-			len = be32(fdt + off);
-			nameoff = be32(fdt + off + 4);
-			off += 8;
-			if (off + len > total)
-				return NULL;
-			if (depth == want + 1 && match == want && strs + nameoff < total) {
-				const char *pn = (const char *)fdt + strs + nameoff;
-				size_t plen = strnlen_(pn, total - strs - nameoff);
-
-				if (plen == strlen(name) && !memcmp(pn, name, plen)) {
-					if (lenp)
-						*lenp = len;
-					return fdt + off;
-				}
-			}
-			off += (len + 3) & ~3ULL;
-			break;
-		}
-		case FDT_NOP:
-			break;
-		default:		/* FDT_END or garbage */
-			return NULL;
+		} else if (depth == want + 1 && match == want && fdt_name_is(&t, name)) {
+			if (lenp)
+				*lenp = t.len;
+			return t.value;
 		}
 	}
 	return NULL;

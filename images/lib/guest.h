@@ -86,6 +86,27 @@ __attribute__((noreturn)) void halt(void);	/* SYSTEM_OFF, else spin */
 int fdt_valid(const void *dtb);
 const void *fdt_find_prop(const void *dtb, const char *path, const char *name,
 			  uint32_t *len);
+uint32_t fdt_be32(const void *p);	/* a big-endian cell, by bytes (any alignment) */
+
+/* A walk of the structure block one token at a time, NOPs skipped: every
+ * pyned guest's device-tree lookup is built on it. */
+#define FDT_BEGIN_NODE	1
+#define FDT_END_NODE	2
+#define FDT_PROP	3
+struct fdt_token {
+	uint32_t kind;			/* FDT_BEGIN_NODE, FDT_END_NODE or FDT_PROP */
+	const char *name;		/* the node's or the property's name, */
+	size_t name_len;		/* not counting its NUL */
+	const uint8_t *value;		/* FDT_PROP: the value and its length */
+	uint32_t len;
+};
+struct fdt_walk {
+	const uint8_t *fdt;
+	uint64_t total, off, strs;
+};
+int fdt_walk_start(struct fdt_walk *w, const void *dtb);	/* 0: no valid blob */
+int fdt_walk_next(struct fdt_walk *w, struct fdt_token *t);	/* 0: FDT_END, malformed */
+int fdt_name_is(const struct fdt_token *t, const char *s);
 
 /* /chosen/bootargs, split on blanks into words ("key" or "key=value"). */
 const char *bootargs(const void *dtb, size_t *len);	/* NULL if absent */

@@ -143,55 +143,23 @@ void spin_unlock(spinlock_t *l)
 	__atomic_store_n(&l->locked, 0, __ATOMIC_RELEASE);
 }
 
-#define FDT_BEGIN_NODE	1
-#define FDT_END_NODE	2
-#define FDT_PROP	3
-#define FDT_NOP		4
-
-static uint32_t be32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static size_t name_len(const uint8_t *p, size_t max)
-{
-	size_t n = 0;
-
-	while (n < max && p[n])
-		n++;
-	return n;
-}
-
-/*
- * A second, smaller walk of the structure block than guest.c's path lookup:
- * the root opens depth 1, so /cpus is at depth 2 and each CPU node at 3.
- */
+/* The root opens depth 1, so /cpus is at depth 2 and each CPU node at 3. */
 unsigned fdt_cpu_count(const void *dtb)
 {
-	const uint8_t *fdt = dtb;
-	uint64_t total, off, strs;
+	struct fdt_walk w;
+	struct fdt_token t;
 	int depth = 0, in_cpus = 0, is_cpu = 0;
 	unsigned n = 0;
 
-	if (!fdt_valid(dtb))
+	if (!fdt_walk_start(&w, dtb))
 		return 1;
-	total = be32(fdt + 4);
-	off = be32(fdt + 8);
-	strs = be32(fdt + 12);
-
-	while (off + 4 <= total) {
-		uint32_t tok = be32(fdt + off);
-
-		off += 4;
-		if (tok == FDT_BEGIN_NODE) {
-			size_t nlen = name_len(fdt + off, total - off);
-
+	while (fdt_walk_next(&w, &t)) {
+		if (t.kind == FDT_BEGIN_NODE) {
 			if (++depth == 2)
-				in_cpus = nlen == 4 && !memcmp(fdt + off, "cpus", 4);
+				in_cpus = fdt_name_is(&t, "cpus");
 			else if (depth == 3)
 				is_cpu = 0;
-			off += (nlen + 4) & ~3ULL;
-		} else if (tok == FDT_END_NODE) {
+		} else if (t.kind == FDT_END_NODE) {
 			if (depth == 0)
 				break;
 			if (depth == 3 && in_cpus)
@@ -199,24 +167,9 @@ unsigned fdt_cpu_count(const void *dtb)
 			if (depth == 2)
 				in_cpus = 0;
 			depth--;
-		} else if (tok == FDT_PROP) {
-			uint32_t len, nameoff;
-
-			if (off + 8 > total)
-				break;
-			len = be32(fdt + off);
-			nameoff = be32(fdt + off + 4);
-			off += 8;
-			if (off + len > total)
-				break;
-			if (depth == 3 && in_cpus && len == 4 && !memcmp(fdt + off, "cpu", 4) &&
-			    strs + nameoff < total &&
-			    name_len(fdt + strs + nameoff, total - strs - nameoff) == 11 &&
-			    !memcmp(fdt + strs + nameoff, "device_type", 11))
-				is_cpu = 1;
-			off += (len + 3) & ~3ULL;
-		} else if (tok != FDT_NOP) {
-			break;			/* FDT_END or garbage */
+		} else if (depth == 3 && in_cpus && fdt_name_is(&t, "device_type") &&
+			   t.len == 4 && !memcmp(t.value, "cpu", 4)) {
+			is_cpu = 1;
 		}
 	}
 	return n ? n : 1;
