@@ -92,7 +92,8 @@ class Guest:
             name=self.name, options=self.options, caps=caps,
             resolve=system.rom.resolve, board=system.board, syndrome=system.syndrome,
             cores=self.cores, prio=self.prio, console_write=self.channel.write, log=self.log,
-            clock=system.clock, exact_stops=system.exact_stops, dt_cache=self._dt_cache))
+            clock=system.clock, exact_stops=system.exact_stops, dt_cache=self._dt_cache,
+            host_path=system.rom.host_path))
         self.channel.attach_input(_console_input(vm))
         vm.on_end(lambda end: self._ended(vm, end))
         vm.on_event(lambda event, cause: self.record(event, cause=cause))

@@ -84,10 +84,7 @@ def _port_options(args: list[str], allowed: set[str]) -> dict[str, str]:
 
 def _host_path(system: "System", name: str) -> Path:
     """A file a script names: relative to the script's folder, as rom/ names are."""
-    path = Path(name).expanduser()
-    if not path.is_absolute():
-        path = (system.rom.dirs[0] if system.rom.dirs else Path.cwd()) / path
-    return path
+    return system.rom.host_path(name)
 
 
 def _serve(task: Task, spec: StartSpec, program: str, create: Callable[[list[str]], VirtioPort],
