@@ -94,7 +94,7 @@ def ensure(kernel: Path, initrd: Path, folder: Path) -> BootDisk:
     header = script_image(script)
     if len(header) > SECTOR:
         raise ValueError("the boot script does not fit in sector 0")
-    tmp = disk.path.with_name(disk.path.name + ".tmp")
+    tmp = disk.path.with_name(f"{disk.path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         f.write(header)
         f.seek(disk.kernel_lba * SECTOR)

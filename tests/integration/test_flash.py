@@ -1,0 +1,172 @@
+"""Firmware booted from CFI flash (start_vm's firmware and nvram) on the real emulated core.
+
+The firmware here is hand-encoded A64 (no cross compiler needed); U-Boot
+itself is in test_uboot.py.
+"""
+
+import struct
+
+import pytest
+
+from pyned.errors import PynedError
+from pyned.testing import Booted, run_script
+
+pytestmark = pytest.mark.boot
+
+PRE = 'local vmm = require "vmm"\n'
+
+# Runs in place from flash bank 0 and prints a letter per check on the PL011:
+# lower case when it passed.
+XIP = [
+    0xD2800001,  # mov  x1, #0                 flash bank 0
+    0xD2A12009,  # mov  x9, #0x9000000         PL011 DR
+    0x52801302,  # mov  w2, #0x98
+    0xB9015422,  # str  w2, [x1, #0x154]       CFI query: the bank becomes MMIO in this store
+    0xB9404023,  # ldr  w3, [x1, #0x40]        same block: 'Q' from both x16 chips
+    0x52801FE2,  # mov  w2, #0xff
+    0xB9000022,  # str  w2, [x1]               read array (the window stays MMIO)
+    0xB9400024,  # ldr  w4, [x1]               the first instruction word, through the device
+    0x52800A25,  # mov  w5, #0x51
+    0x72A00A25,  # movk w5, #0x51, lsl #16
+    0x6B05007F,  # cmp  w3, w5
+    0x52800826,  # mov  w6, #'A'
+    0x52800C27,  # mov  w7, #'a'
+    0x1A8600E8,  # csel w8, w7, w6, eq
+    0x39000128,  # strb w8, [x9]
+    0x18000525,  # ldr  w5, =0xd2800001        (a literal read through the device)
+    0x6B05009F,  # cmp  w4, w5
+    0x52800846,  # mov  w6, #'B'
+    0x52800C47,  # mov  w7, #'b'
+    0x1A8600E8,  # csel w8, w7, w6, eq
+    0x39000128,  # strb w8, [x9]
+    0x14000001,  # b    next                   a fetch from the window: memory again
+    0xD2A0800A,  # mov  x10, #0x4000000        flash bank 1
+    0x52800802,  # mov  w2, #0x40
+    0xB9000142,  # str  w2, [x10]              word program
+    0x18000405,  # ldr  w5, =0x12345678
+    0xB9010145,  # str  w5, [x10, #0x100]
+    0xB9400146,  # ldr  w6, [x10]              status: ready, both chips
+    0x52801FE2,  # mov  w2, #0xff
+    0xB9000142,  # str  w2, [x10]
+    0xB9410147,  # ldr  w7, [x10, #0x100]
+    0x5280100B,  # mov  w11, #0x80
+    0x72A0100B,  # movk w11, #0x80, lsl #16
+    0x6B0B00DF,  # cmp  w6, w11
+    0x7A4500E0,  # ccmp w7, w5, #0, eq
+    0x52800866,  # mov  w6, #'C'
+    0x52800C67,  # mov  w7, #'c'
+    0x1A8600E8,  # csel w8, w7, w6, eq
+    0x39000128,  # strb w8, [x9]
+    0x52800402,  # mov  w2, #0x20
+    0xB9010142,  # str  w2, [x10, #0x100]      block erase
+    0x52801A02,  # mov  w2, #0xd0
+    0xB9010142,  # str  w2, [x10, #0x100]      confirm
+    0x52801FE2,  # mov  w2, #0xff
+    0xB9000142,  # str  w2, [x10]
+    0xB9410147,  # ldr  w7, [x10, #0x100]
+    0x310004FF,  # cmn  w7, #1                 erased: all ones
+    0x52800886,  # mov  w6, #'D'
+    0x52800C87,  # mov  w7, #'d'
+    0x1A8600E8,  # csel w8, w7, w6, eq
+    0x39000128,  # strb w8, [x9]
+    0x52800148,  # mov  w8, #'\n'
+    0x39000128,  # strb w8, [x9]
+    0x580000A0,  # ldr  x0, =0x84000008        PSCI SYSTEM_OFF
+    0xD4000002,  # hvc  #0
+    0x14000000,  # b    .
+    0xD2800001, 0x12345678, 0x84000008, 0x00000000,   # literal pool
+]
+
+# Puts the flash into read-status mode and jumps into it.
+FETCH_IN_COMMAND_MODE = [
+    0xD2800001,  # mov  x1, #0
+    0x52800E02,  # mov  w2, #0x70              read status
+    0xB9000022,  # str  w2, [x1]
+    0x14000001,  # b    next                   a fetch from the flash, which reads status
+    0xD4000002,  # hvc  #0
+]
+
+
+def firmware(tmp_path, words, name="fw.bin"):
+    path = tmp_path / name
+    path.write_bytes(struct.pack(f"<{len(words)}I", *words))
+    return path
+
+
+def vm(fw, extra=""):
+    return (PRE + f'vmm.start_vm{{ id = 1, mem = 16, ram_base = 0x40000000, '
+            f'fdt = "rom/virt-qemu.dtb", firmware = "{fw}"{extra} }}\n')
+
+
+def test_firmware_runs_in_place_and_drives_the_flash(tmp_path):
+    with Booted(source=vm(firmware(tmp_path, XIP))) as b:
+        b.expect("vm1", r"\n", timeout=20)
+        romd = next(iter(b.system.guests.values())).vm.romd
+        assert b.wait() == 0
+    assert b.text("vm1").strip() == "abcd"
+    # Bank 0 became MMIO at the query and memory again at the branch; bank 1
+    # was never memory-mapped again after its first command.
+    assert [w.remaps for w in romd] == [2, 1]
+
+
+def test_nvram_file_keeps_what_the_guest_programs(tmp_path):
+    # The erase confirm replaced by a read-array command: a broken sequence,
+    # so the block keeps what was programmed and the erase check fails.
+    words = list(XIP)
+    words[XIP.index(0x52801A02)] = 0x52801FE2     # mov w2, #0xd0 -> mov w2, #0xff
+    nvram = tmp_path / "vars.img"
+    with Booted(source=vm(firmware(tmp_path, words), f', nvram = "{nvram}"')) as b:
+        assert b.wait() == 0
+    assert b.text("vm1").strip() == "abcD"
+    data = nvram.read_bytes()
+    assert len(data) == 64 << 20
+    assert data[0x100:0x104] == struct.pack("<I", 0x12345678)
+    assert data[:0x100] + data[0x104:] == b"\xff" * (len(data) - 4)
+
+
+def test_fetch_from_flash_in_command_mode_halts_the_vm(tmp_path):
+    with Booted(source=vm(firmware(tmp_path, FETCH_IN_COMMAND_MODE))) as b:
+        assert b.wait() == 1
+        crash = b.journal("vm1", "crash")[0]
+    assert "instruction fetch from /flash@0 bank 0 at 0x10" in crash.cause
+    assert crash.pc == 0x10
+
+
+def test_firmware_bigger_than_the_bank(tmp_path):
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"\0" * ((64 << 20) + 1))
+    status, b, err = run_script(vm(big))
+    assert isinstance(err, PynedError) and "does not fit the 64 MiB bank" in str(err)
+
+
+@pytest.mark.parametrize("options, message", [
+    ('fdt = "rom/virt-qemu.dtb", kernel = "rom/hello.elf"', "firmware and kernel exclude each other"),
+    ('fdt = "rom/virt-r82.dtb"', "firmware needs a cfi-flash bank in the device tree, which has 0"),
+    ('fdt = "rom/virt-r82.dtb", nvram = "x.img"', "nvram needs a second cfi-flash bank"),
+])
+def test_firmware_configuration_errors(tmp_path, options, message):
+    fw = firmware(tmp_path, XIP)
+    status, b, err = run_script(PRE + f'vmm.start_vm{{ id = 1, mem = 16, firmware = "{fw}", '
+                                f'{options} }}\n')
+    assert isinstance(err, PynedError), status
+    assert message in str(err) and "\n" not in str(err)
+
+
+def test_nvram_of_the_wrong_size_is_refused_and_left_alone(tmp_path):
+    nvram = tmp_path / "vars.img"
+    nvram.write_bytes(b"keep me")
+    status, b, err = run_script(vm(firmware(tmp_path, XIP), f', nvram = "{nvram}"'))
+    assert isinstance(err, PynedError)
+    assert "has 7 bytes; a flash bank of this VM needs exactly 67108864" in str(err)
+    assert nvram.read_bytes() == b"keep me"
+
+
+def test_two_vms_cannot_share_an_nvram_file(tmp_path):
+    fw = firmware(tmp_path, [0x14000000])      # b . (runs until killed)
+    nvram = tmp_path / "vars.img"
+    src = (PRE + f'local a = vmm.start_vm{{ id = 1, mem = 16, ram_base = 0x40000000, '
+           f'fdt = "rom/virt-qemu.dtb", firmware = "{fw}", nvram = "{nvram}" }}\n'
+           f'vmm.start_vm{{ id = 2, mem = 16, ram_base = 0x41000000, fdt = "rom/virt-qemu.dtb", '
+           f'firmware = "{fw}", nvram = "{nvram}" }}\n')
+    status, b, err = run_script(src)
+    assert isinstance(err, PynedError) and "vars.img is in use by another VM" in str(err)
