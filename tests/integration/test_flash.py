@@ -9,6 +9,7 @@ import struct
 import pytest
 
 from pyned.errors import PynedError
+from pyned.services.rom import PROJECT_ROOT
 from pyned.testing import Booted, run_script
 
 pytestmark = pytest.mark.boot
@@ -87,6 +88,51 @@ FETCH_IN_COMMAND_MODE = [
 ]
 
 
+# Two vCPUs: cpu0 puts the flash into query mode and starts cpu1, which reads
+# the query through its own engine's mapping of the flash (memory until then).
+# The code runs from RAM, as the ramdisk at the top of a 16 MiB RAM at
+# 0x40000000 (page-aligned: 0x40fff000); the flash only jumps there.
+JUMP_TO_RAMDISK = [0xD2A81FE1, 0xF29E0001, 0xD61F0020]   # mov x1, #0x40fff000; br x1
+SMP_RAM = [
+    0xD2800002,  # mov  x2, #0
+    0x52801303,  # mov  w3, #0x98
+    0xB9000043,  # str  w3, [x2]               CFI query: cpu0's window becomes MMIO
+    0x580002E0,  # ldr  x0, =0xc4000003        PSCI CPU_ON
+    0xD2800021,  # mov  x1, #1                 cpu@1
+    0x100000A2,  # adr  x2, cpu1
+    0xD2800003,  # mov  x3, #0
+    0xD4000002,  # hvc  #0
+    0xD503207F,  # wfi
+    0x17FFFFFF,  # b    wfi
+    0xD2800002,  # cpu1: mov x2, #0
+    0xB9404044,  # ldr  w4, [x2, #0x40]        through cpu1's window
+    0xD2A12009,  # mov  x9, #0x9000000
+    0x52800A25,  # mov  w5, #0x51
+    0x72A00A25,  # movk w5, #0x51, lsl #16
+    0x6B05009F,  # cmp  w4, w5
+    0x52800A26,  # mov  w6, #'Q'
+    0x52800E27,  # mov  w7, #'q'
+    0x1A8600E8,  # csel w8, w7, w6, eq
+    0x39000128,  # strb w8, [x9]
+    0x52800148,  # mov  w8, #'\n'
+    0x39000128,  # strb w8, [x9]
+    0x580000C0,  # ldr  x0, =0x84000008        PSCI SYSTEM_OFF
+    0xD4000002,  # hvc  #0
+    0x14000000,  # b    .
+    0x00000000, 0xC4000003, 0x00000000, 0x84000008, 0x00000000,   # literal pool
+]
+SECOND_CPU = """
+&{/cpus} {
+	cpu@1 {
+		device_type = "cpu";
+		compatible = "arm,cortex-r82", "arm,armv8";
+		reg = <0x1>;
+		enable-method = "psci";
+	};
+};
+"""
+
+
 def firmware(tmp_path, words, name="fw.bin"):
     path = tmp_path / name
     path.write_bytes(struct.pack(f"<{len(words)}I", *words))
@@ -107,6 +153,17 @@ def test_firmware_runs_in_place_and_drives_the_flash(tmp_path):
     # Bank 0 became MMIO at the query and memory again at the branch; bank 1
     # was never memory-mapped again after its first command.
     assert [w.remaps for w in romd] == [2, 1]
+
+
+def test_a_sibling_vcpu_sees_the_mode_another_one_set(tmp_path):
+    dts = tmp_path / "virt-qemu-2cpu.dts"
+    dts.write_text((PROJECT_ROOT / "dts" / "virt-qemu.dts").read_text() + SECOND_CPU)
+    ram = firmware(tmp_path, SMP_RAM, "ram.bin")
+    src = vm(firmware(tmp_path, JUMP_TO_RAMDISK), f', rd = "{ram}"').replace(
+        "rom/virt-qemu.dtb", str(dts))
+    with Booted(source=src) as b:
+        assert b.wait() == 0
+    assert b.text("vm1").strip() == "q"
 
 
 def test_nvram_file_keeps_what_the_guest_programs(tmp_path):

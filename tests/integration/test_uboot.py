@@ -64,14 +64,16 @@ class Console:
         self.expect(re.escape(PROMPT))
 
 
-def test_prompt_virtio_info_and_booti_to_the_initramfs():
+@pytest.mark.parametrize("dtb", ["virt-qemu.dtb", "virt-qemu-gicv2.dtb"])
+def test_prompt_virtio_info_and_booti_to_the_initramfs(dtb):
     disk = guests.find().boot_disk()
     src = ('local vmm = require "vmm"\n'
            'local disks = { vda = { file = "rom/uboot-disk.img" } }\n'
            'vmm.start_virtio_block(disks)\n'
-           'vmm.start_vm{ id = 1, mem = 256, ram_base = 0x40000000, fdt = "rom/virt-qemu.dtb", '
+           f'vmm.start_vm{{ id = 1, mem = 256, ram_base = 0x40000000, fdt = "rom/{dtb}", '
            'firmware = "rom/u-boot.bin", ext_caps = { blk = disks.vda }, '
-           'bootargs = \'console=ttyAMA0 quiet cryptomgr.notests pyned.run="poweroff -f"\' }\n')
+           'bootargs = \'console=ttyAMA0 quiet cryptomgr.notests pyned.run="cat /proc/interrupts; '
+           'poweroff -f"\' }\n')
     with Booted(source=src) as b:
         con = Console(b, "vm1")
         con.expect(r"U-Boot 2\d{3}\.\d\d")
@@ -88,6 +90,9 @@ def test_prompt_virtio_info_and_booti_to_the_initramfs():
         con.type(booti, until=None)
         con.expect("Starting kernel")
         con.expect(re.escape(MARKER) + r" \(6\.", timeout=180)
+        # The GIC U-Boot left alone drives Linux's timer (and the UART).
+        gic = "GICv3" if dtb == "virt-qemu.dtb" else "GIC-0"
+        con.expect(rf"\d+ +{gic} +27 Level +arch_timer", timeout=60)
         assert b.wait(60) == 0
     assert "vm1 exited with 0x0 (PSCI SYSTEM_OFF)" in b.text("ned")
 
