@@ -221,7 +221,7 @@ class Vcpu:
         self._pending_sync: tuple[int, int, int, str] | None = None
         # (monotonic time, what, pc, esr): formatted only when a report needs it
         self.recent: collections.deque[tuple[float, str, int, int]] = collections.deque(maxlen=16)
-        self.romd_fetch = 0      # where the last fetch from a window mapped as MMIO went
+        self.romd_fetch: int | None = None   # a fetch from a window mapped as MMIO went here
         self.exits: collections.Counter[str] = collections.Counter()
         # Host time inside emu_start: what the monitor can show of a guest's
         # work, since Unicorn counts no instructions.

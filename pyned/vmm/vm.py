@@ -164,6 +164,13 @@ class DeviceEntry:
     kind: str = "virtual"       # or "pass-through": a board device the VM owns
 
 
+# Read-mode reads through the device after which a window is memory again. A
+# remapping of a 64 MiB bank costs about as much as 8000 such reads; twice
+# that keeps a driver that alternates commands and long reads within about 2x
+# of staying MMIO, and a long read (firmware's 256 KiB of variables) fast.
+ARRAY_READS = 16384
+
+
 class RomdWindow:
     """A device window that is read-only memory while its device reads as memory.
 
@@ -176,7 +183,9 @@ class RomdWindow:
     back is lazy: the window stays MMIO (the device serves reads from its
     storage) until the guest fetches an instruction from it, because a
     remapping costs milliseconds for a 64 MiB bank (the engine drops every
-    page of it) and a flash driver switches modes hundreds of times in a row.
+    page of it) and a flash driver switches modes hundreds of times in a row,
+    or until it has served ``ARRAY_READS`` reads through the device in read
+    mode without a write in between (firmware reading its variables).
 
     Each vCPU is its own engine instance with its own mapping; the vCPUs of a
     VM never run at the same instant, so a sibling catches up (``sync``) when
@@ -194,11 +203,23 @@ class RomdWindow:
         self._host = ctypes.addressof(ctypes.c_char.from_buffer(device.storage))
         self._as_rom: dict[int, bool | None] = {}     # vCPU index -> mapped as memory
         self._mmio: dict[int, tuple[Callable, Callable]] = {}
+        self._array_reads = 0
         self.remaps = 0
 
     def attach(self, vcpu: Vcpu, read_cb: Callable, write_cb: Callable) -> None:
         """Map the window for ``vcpu``, with the bus callbacks it uses as MMIO."""
-        self._mmio[vcpu.index] = (read_cb, write_cb)
+        def read(uc: object, offset: int, size: int, ud: object) -> int:
+            if self.device.array_mode:
+                self._array_reads += 1
+                if self._array_reads == ARRAY_READS:
+                    vcpu.request_exit(Exit(ExitKind.STOP, "romd"))
+            return read_cb(uc, offset, size, ud)
+
+        def write(uc: object, offset: int, size: int, value: int, ud: object) -> None:
+            self._array_reads = 0
+            write_cb(uc, offset, size, value, ud)
+
+        self._mmio[vcpu.index] = (read, write)
         self._as_rom[vcpu.index] = None
         vcpu.trap_rom(self.range.base, self.range.size,
                       lambda addr, size, value: self._store(vcpu, addr, size, value))
@@ -213,6 +234,7 @@ class RomdWindow:
             vcpu.unmap(base, size)
             self.remaps += 1
         if as_rom:
+            self._array_reads = 0
             vcpu.map_rom(base, size, self._host)
         else:
             read_cb, write_cb = self._mmio[vcpu.index]
@@ -232,6 +254,13 @@ class RomdWindow:
         """Before ``vcpu`` runs: no memory mapping of a device a sibling took out of read mode."""
         if self._as_rom.get(vcpu.index) and not self.device.array_mode:
             self._map(vcpu, False)
+        elif self._array_reads >= ARRAY_READS:
+            self.settle(vcpu)
+
+    def settle(self, vcpu: Vcpu) -> None:
+        """After a stop "romd": memory again if the guest has been reading it through the device."""
+        if self._array_reads >= ARRAY_READS and self.device.array_mode:
+            self._map(vcpu, True)
 
     def fetched(self, vcpu: Vcpu) -> bool:
         """``vcpu`` fetched from the window as MMIO: map memory again if the device reads so."""
@@ -596,7 +625,11 @@ class Vm:
 
     def _romd_fetch(self, thread: VcpuThread) -> RunResult | None:
         vcpu = thread.vcpu
-        addr = vcpu.romd_fetch
+        addr, vcpu.romd_fetch = vcpu.romd_fetch, None
+        if addr is None:    # a window read in read mode long enough to be memory again
+            for w in self.romd:
+                w.settle(vcpu)
+            return None
         window = next(w for w in self.romd if w.range.contains(addr))
         if window.fetched(vcpu):
             return None

@@ -78,6 +78,23 @@ XIP = [
     0xD2800001, 0x12345678, 0x84000008, 0x00000000,   # literal pool
 ]
 
+# Reads bank 1 20000 times in read-array mode after a command (firmware reading
+# its variables): the bank becomes memory again before the loop ends.
+LONG_READ = [
+    0xD2A0800A,  # mov  x10, #0x4000000        flash bank 1
+    0x52801202,  # mov  w2, #0x90
+    0xB9000142,  # str  w2, [x10]              read identifier: the bank becomes MMIO
+    0x52801FE2,  # mov  w2, #0xff
+    0xB9000142,  # str  w2, [x10]              read array, served by the device
+    0x5289C40C,  # mov  w12, #20000
+    0xB941014D,  # ldr  w13, [x10, #0x100]
+    0x7100058C,  # subs w12, w12, #1
+    0x54FFFFC1,  # b.ne the ldr
+    0x58000060,  # ldr  x0, =0x84000008        PSCI SYSTEM_OFF
+    0xD4000002,  # hvc  #0
+    0x00000000, 0x84000008, 0x00000000,        # literal pool
+]
+
 # Puts the flash into read-status mode and jumps into it.
 FETCH_IN_COMMAND_MODE = [
     0xD2800001,  # mov  x1, #0
@@ -164,6 +181,13 @@ def test_a_sibling_vcpu_sees_the_mode_another_one_set(tmp_path):
     with Booted(source=src) as b:
         assert b.wait() == 0
     assert b.text("vm1").strip() == "q"
+
+
+def test_long_reads_in_read_array_mode_make_the_bank_memory_again(tmp_path):
+    with Booted(source=vm(firmware(tmp_path, LONG_READ))) as b:
+        romd = b.guest("vm1").vm.romd
+        assert b.wait() == 0
+    assert [w.remaps for w in romd] == [0, 2]
 
 
 def test_nvram_file_keeps_what_the_guest_programs(tmp_path):
