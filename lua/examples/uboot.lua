@@ -1,6 +1,7 @@
 -- U-Boot (Debian's u-boot-qemu, built for QEMU's virt board) on a VM laid out
 -- like that board (dts/virt-qemu.dts), booting Debian's Linux from a disk.
--- Fetch the guests once:  pyned images fetch
+-- Fetch the guests once:  pyned images fetch  (it also writes rom/uboot-disk.img;
+-- a cache fetched by an older pyned gets it from running the command again)
 --   pyned boot lua/examples/uboot.lua
 -- U-Boot runs in place from the first flash bank and keeps its environment in
 -- the second, backed by uboot-env.img beside this script (created erased).

@@ -620,10 +620,10 @@ class Vm:
         if what == "standby":
             return None if self._signalled(thread.vcpu.index) else RunResult.BLOCK
         if what == "romd":
-            return self._romd_fetch(thread)
+            return self._on_romd(thread)
         return None
 
-    def _romd_fetch(self, thread: VcpuThread) -> RunResult | None:
+    def _on_romd(self, thread: VcpuThread) -> RunResult | None:
         vcpu = thread.vcpu
         addr, vcpu.romd_fetch = vcpu.romd_fetch, None
         if addr is None:    # a window read in read mode long enough to be memory again
