@@ -24,6 +24,14 @@ Figures (issue targets in brackets):
                     initramfs, if qemu-system-aarch64 is installed (Debian:
                     apt-get install qemu-system-arm)  [<= 2x QEMU];
                     plus guest instructions per second and exits by reason
+  uboot_boot        Debian's U-Boot for QEMU's virt board on dts/virt-qemu.dts, from
+                    `pyned boot` to its => prompt (2 s bootdelay and a failed distro
+                    boot included, as on QEMU), and with a saved environment whose
+                    bootcmd loads Linux from the boot disk and booti's it, to
+                    "Starting kernel" and the initramfs marker; beside QEMU
+                    (-M virt -cpu cortex-a72, -bios, the same environment in its
+                    second flash bank and the disk as virtio-blk), if installed;
+                    plus guest instructions per second up to the prompt
   passthrough_mmio  a guest read of a pass-through register (the board's SP804 Load)
                     against one of an emulated device (the VM's PL011 FR), ns per read
   irq_forwarding    board SP804 one-shot expiry to the guest's handler, through the
@@ -494,6 +502,116 @@ def linux_boot(runs: int) -> dict:
     res["target"] = "<= 2x QEMU"
     res["ok"] = "ratio" in res and res["ratio"] <= 2.0
     return res
+
+
+UBOOT_BOOTCMD = "virtio scan; virtio read ${scriptaddr} 0 1; source ${scriptaddr}"
+
+
+def _marker_times(cmd: list[str], markers: list[bytes], env: dict | None = None,
+                  cwd: Path | None = None, timeout: float = 300) -> list[float]:
+    """Seconds from starting ``cmd`` to each of ``markers`` in turn (a prompt needs no newline)."""
+    import select
+
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=env, cwd=cwd)
+    assert proc.stdout is not None
+    out, times, pos = b"", [], 0
+    try:
+        while len(times) < len(markers):
+            if time.perf_counter() - t0 > timeout:
+                raise RuntimeError(f"{cmd[0]}: no {markers[len(times)]!r} in {timeout} s")
+            ready, _, _ = select.select([proc.stdout], [], [], 0.05)
+            if not ready:
+                continue
+            data = os.read(proc.stdout.fileno(), 65536)
+            if not data:
+                raise RuntimeError(f"{cmd[0]} ended before {markers[len(times)]!r}")
+            out += data
+            while len(times) < len(markers):
+                at = out.find(markers[len(times)], pos)
+                if at < 0:
+                    break
+                times.append(time.perf_counter() - t0)
+                pos = at + len(markers[len(times) - 1])
+        return times
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _uboot_environment(path: Path, bootargs: str) -> dict:
+    """Save bootcmd and bootargs with U-Boot's own saveenv into a flash image; returns
+    guest instructions per second up to the autoboot countdown on the way."""
+    from pyned.testing import Booted
+
+    script = _script(f'vmm.start_vm{{ id = 1, mem = 256, ram_base = 0x40000000, '
+                     f'fdt = "rom/virt-qemu.dtb", firmware = "rom/u-boot.bin", '
+                     f'nvram = "{path}" }}\n')
+    with Booted(script) as b:
+        t0 = time.perf_counter()
+        b.expect("vm1", "Hit any key", timeout=120)
+        vcpu = next(iter(b.system.guests.values())).vm.threads[0].vcpu
+        insns, elapsed = vcpu.instructions or 0, time.perf_counter() - t0
+        ch = b.channel("vm1")
+        ch.send(b" ")
+        for line in (f"setenv bootargs '{bootargs}'", f"setenv bootcmd '{UBOOT_BOOTCMD}'",
+                     "saveenv"):
+            b.expect("vm1", "=> $", timeout=60)
+            ch.send(line.encode() + b"\n")
+        b.expect("vm1", r"Saving Environment to Flash[^=]*OK", timeout=120)
+    return {"insns_to_autoboot_M": insns / 1e6, "mips_to_autoboot": insns / elapsed / 1e6}
+
+
+def uboot_boot(runs: int) -> dict:
+    import shutil
+
+    from pyned.images import guests
+    from pyned.images.initramfs import MARKER
+
+    have = guests.find()
+    if have is None:
+        return {"skipped": "no guests: run 'pyned images fetch'", "target": "(figures)",
+                "ok": False}
+    disk = have.boot_disk()
+    work = Path(tempfile.mkdtemp(prefix="pyned-bench-"))
+    saved = work / "uboot-env.img"
+    res: dict = _uboot_environment(saved, f'{LINUX_ARGS} pyned.run="poweroff -f"')
+    prompt = _script('vmm.start_vm{ id = 1, mem = 256, ram_base = 0x40000000, '
+                     'fdt = "rom/virt-qemu.dtb", firmware = "rom/u-boot.bin" }\n')
+    linux = _script(f'local disks = {{ vda = {{ file = "rom/{disk.path.name}" }} }}\n'
+                    f'vmm.start_virtio_block(disks)\n'
+                    f'vmm.start_vm{{ id = 1, mem = 256, ram_base = 0x40000000, '
+                    f'fdt = "rom/virt-qemu.dtb", firmware = "rom/u-boot.bin", '
+                    f'nvram = "{saved}", ext_caps = {{ blk = disks.vda }} }}\n')
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    pyned = [sys.executable, "-m", "pyned", "boot", "--color=never"]
+    linux_markers = [b"Starting kernel", MARKER.encode()]
+    res["pyned_prompt_s"] = statistics.median(
+        _marker_times(pyned + [str(prompt)], [b"=> "], env, ROOT)[0] for _ in range(runs))
+    t = [_marker_times(pyned + [str(linux)], linux_markers, env, ROOT) for _ in range(runs)]
+    res["pyned_kernel_s"] = statistics.median(x[0] for x in t)
+    res["pyned_marker_s"] = statistics.median(x[1] for x in t)
+    qemu = shutil.which("qemu-system-aarch64")
+    if qemu:
+        base = [qemu, "-M", "virt", "-cpu", "cortex-a72", "-m", "256", "-nographic", "-nic",
+                "none", "-bios", str(have.uboot)]
+        res["qemu_prompt_s"] = statistics.median(
+            _marker_times(base, [b"=> "])[0] for _ in range(runs))
+        flash1 = work / "qemu-flash1.img"
+        shutil.copy(saved, flash1)   # QEMU may write it; the saved one stays as it is
+        cmd = base + ["-drive", f"if=pflash,unit=1,format=raw,file={flash1}",
+                      "-drive", f"if=none,id=disk,format=raw,readonly=on,file={disk.path}",
+                      "-device", "virtio-blk-device,drive=disk"]
+        t = [_marker_times(cmd, linux_markers) for _ in range(runs)]
+        res["qemu_kernel_s"] = statistics.median(x[0] for x in t)
+        res["qemu_marker_s"] = statistics.median(x[1] for x in t)
+        res["prompt_ratio"] = res["pyned_prompt_s"] / res["qemu_prompt_s"]
+        res["marker_ratio"] = res["pyned_marker_s"] / res["qemu_marker_s"]
+    shutil.rmtree(work, ignore_errors=True)
+    return {**res, "target": "(figures)", "ok": True}
+
+
 # -- pass-through ---------------------------------------------------------------
 # images/ptbench.elf owns the board's first SP804 through an io vbus.
 
@@ -825,7 +943,7 @@ BENCHES = {"boot_first_byte": boot_first_byte, "compute_ratio": compute_ratio,
            "irq_forwarding": irq_forwarding, "shm_doorbell": shm_doorbell,
            "monitor_rtt": monitor_rtt, "monitor_50": monitor_50,
            "restart_latency": restart_latency, "restart_memory": restart_memory,
-           "isolation": isolation, "linux_boot": linux_boot}
+           "isolation": isolation, "linux_boot": linux_boot, "uboot_boot": uboot_boot}
 
 
 def main() -> int:

@@ -142,8 +142,9 @@ local known = {
   rd = "string", fdt = true, bootargs = "string", cpus = true, prio = "number", log = true,
   mon = true, ext_args = "table", ext_caps = "table", net = true, vbus = true, jdb = true,
   scheduler = "table",
-  -- pyned's own: a restart policy, and the no-progress detector's timeout (s)
-  restart = "table", hang_timeout = "number",
+  -- pyned's own: a restart policy, the no-progress detector's timeout (s), and
+  -- a firmware boot from flash (the image, and a file behind the second bank)
+  restart = "table", hang_timeout = "number", firmware = "string", nvram = "string",
 }
 
 local function check_options(options)
@@ -178,6 +179,8 @@ function M.start_vm(options)
   if options.hang_timeout then
     cmdline[#cmdline + 1] = "--hang-timeout=" .. tostring(options.hang_timeout)
   end
+  if options.firmware then cmdline[#cmdline + 1] = "--firmware=" .. options.firmware end
+  if options.nvram then cmdline[#cmdline + 1] = "--nvram=" .. options.nvram end
   for _, a in ipairs(options.ext_args or {}) do cmdline[#cmdline + 1] = tostring(a) end
 
   local mem = options.mem or 16

@@ -55,8 +55,10 @@ class RawHooks:
         self._mmio_map.restype = ctypes.c_int
         self._stop = lib.uc_emu_stop
         self._stop.argtypes = [ctypes.c_void_p]
-        # The C function pointers must live as long as the instance uses them.
+        # The C function pointers must live as long as the instance uses them;
+        # MMIO callbacks by base, since a window may be unmapped and mapped again.
         self._keep: list[object] = []
+        self._mmio: dict[int, tuple[object, object]] = {}
         self.error: BaseException | None = None
 
     def _failed(self, exc: BaseException) -> None:
@@ -115,4 +117,4 @@ class RawHooks:
                              cbs[0], None, cbs[1], None)
         if err:
             raise UcError(err)
-        self._keep += cbs
+        self._mmio[base] = cbs

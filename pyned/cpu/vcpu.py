@@ -28,9 +28,10 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Callable, Protocol
 
-from unicorn import (UC_ARCH_ARM64, UC_HOOK_CODE,
-                     UC_HOOK_MEM_UNMAPPED, UC_MEM_FETCH_UNMAPPED, UC_MEM_WRITE_UNMAPPED,
-                     UC_MODE_ARM, UC_PROT_ALL, UC_PROT_EXEC, UC_PROT_READ, Uc, UcError)
+from unicorn import (UC_ARCH_ARM64, UC_HOOK_CODE, UC_HOOK_MEM_FETCH_PROT,
+                     UC_HOOK_MEM_UNMAPPED, UC_HOOK_MEM_WRITE_PROT, UC_MEM_FETCH_UNMAPPED,
+                     UC_MEM_WRITE_UNMAPPED, UC_MODE_ARM, UC_PROT_ALL, UC_PROT_EXEC,
+                     UC_PROT_READ, Uc, UcError)
 from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH
 from unicorn import arm64_const as A
 from unicorn.unicorn_py3.unicorn import uclib
@@ -244,6 +245,7 @@ class Vcpu:
         self._pending_sync: tuple[int, int, int, str] | None = None
         # (monotonic time, what, pc, esr): formatted only when a report needs it
         self.recent: collections.deque[tuple[float, str, int, int]] = collections.deque(maxlen=16)
+        self.romd_fetch: int | None = None   # a fetch from a window mapped as MMIO went here
         self.exits: collections.Counter[str] = collections.Counter()
         # Host time inside emu_start: what the monitor can show of a guest's
         # work, since Unicorn counts no instructions.
@@ -300,6 +302,44 @@ class Vcpu:
 
     def map_mmio(self, base: int, size: int, read_cb: Callable, write_cb: Callable) -> None:
         self._hooks.mmio(base, size, read_cb, write_cb)
+
+    # -- windows that are memory or MMIO by turns (vm.py's romd windows) -------
+
+    def map_rom(self, base: int, size: int, host_ptr: int) -> None:
+        """Map host memory for loads and fetches; a store traps to ``trap_rom``'s callback."""
+        self.uc.mem_map_ptr(base, size, UC_PROT_READ | UC_PROT_EXEC, host_ptr)
+        # mem_map_ptr records the permissions but leaves the engine's view of
+        # the memory writable; protecting it again makes it read-only there,
+        # so that stores take the slow path and its WRITE_PROT hook.
+        self.uc.mem_protect(base, size, UC_PROT_READ | UC_PROT_EXEC)
+
+    def unmap(self, base: int, size: int) -> None:
+        self.uc.mem_unmap(base, size)
+
+    def trap_rom(self, base: int, size: int, on_store: Callable[[int, int, int], None]) -> None:
+        """Hooks for a window that ``map_rom`` and ``map_mmio`` map by turns.
+
+        ``on_store(address, size, value)`` runs inside a store to the
+        read-only memory, which is then dropped; it may remap the window, and
+        loads after the store in the same block already see the new mapping.
+        A fetch from the window while it is MMIO (the engine cannot execute
+        from MMIO) ends the slice with the stop "romd", ``romd_fetch`` = the
+        address, and the PC on the instruction to fetch.
+        """
+        def store(_uc: Uc, _access: int, address: int, nbytes: int, value: int,
+                  _ud: object) -> bool:
+            on_store(address, nbytes, value)
+            return True
+
+        def fetch(_uc: Uc, _access: int, address: int, _nbytes: int, _value: int,
+                  _ud: object) -> bool:
+            self.romd_fetch = address
+            self.request_exit(Exit(ExitKind.STOP, "romd"))
+            return False
+
+        end = base + size - 1
+        self.uc.hook_add(UC_HOOK_MEM_WRITE_PROT, store, begin=base, end=end)
+        self.uc.hook_add(UC_HOOK_MEM_FETCH_PROT, fetch, begin=base, end=end)
 
     def install_fault_hooks(self, mapped: list[tuple[int, int]]) -> None:
         """Hook every gap between mapped ranges: a guest access there is a stage-2 fault.

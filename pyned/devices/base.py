@@ -32,6 +32,21 @@ class ReplaySafe(Protocol):
     def replay_safe(self, offset: int, is_write: bool) -> bool: ...
 
 
+class RomDevice(MmioDevice, Protocol):
+    """An MmioDevice that reads as plain memory in one of its modes (flash in read-array mode).
+
+    While ``array_mode`` holds, a read at an offset returns the bytes of
+    ``storage`` there, so the VMM may map ``storage`` (page-aligned host
+    memory, e.g. an mmap) into the guest for loads and instruction fetches;
+    writes always reach ``write``.
+    """
+
+    storage: object
+
+    @property
+    def array_mode(self) -> bool: ...
+
+
 class IrqLine(Protocol):
     """One interrupt input of an interrupt controller, as a device sees it."""
 

@@ -7,7 +7,9 @@ What lands in ``<cache>/guests`` (never in git):
 * ``initrd.cpio.gz``: busybox (``busybox-static``) plus the virtio modules of
   that kernel, with pyned's ``/init`` (``pyned.images.initramfs``);
 * ``u-boot.bin``: ``u-boot-qemu``'s ``qemu_arm64/u-boot.bin``;
-* ``manifest.json``: package versions and the file list.
+* ``manifest.json``: package versions and the file list;
+* ``uboot-disk.img``: a disk U-Boot boots the kernel and initramfs from
+  (``pyned.images.bootdisk``), made from the files above when they change.
 
 A second run finds the manifest and does nothing; ``refresh=True`` asks apt
 again for the newest versions. The folder is on the ``rom/`` search path, so
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from pyned.cpu.engine import cache_root
-from pyned.images import initramfs
+from pyned.images import bootdisk, initramfs
 from pyned.images.debian import Apt, FetchError, deb_members, deb_files
 
 # Bumped when what fetch builds changes, so an older cache is rebuilt.
@@ -59,6 +61,10 @@ class Guests:
     def uboot(self) -> Path:
         return self.folder / "u-boot.bin"
 
+    def boot_disk(self) -> bootdisk.BootDisk:
+        """The disk U-Boot boots this kernel and initramfs from (built if out of date)."""
+        return bootdisk.ensure(self.kernel, self.initrd, self.folder)
+
 
 def find(folder: Path | None = None) -> Guests | None:
     """The cache if a complete fetch of the current recipe is there, else None."""
@@ -79,6 +85,7 @@ def fetch(folder: Path | None = None, *, refresh: bool = False,
     if have is not None and not refresh:
         log(f"guests already in {folder} (linux {have.manifest['kernel_release']}); "
             f"--refresh asks Debian for newer ones")
+        have.boot_disk()
         return have
     folder.mkdir(parents=True, exist_ok=True)
     apt = Apt(folder / "apt", log)
@@ -114,7 +121,9 @@ def fetch(folder: Path | None = None, *, refresh: bool = False,
     _write_atomic(folder / "manifest.json", json.dumps(manifest, indent=1).encode())
     log(f"guests in {folder}: linux {release} ({len(image) >> 20} MiB Image), "
         f"initrd {len(initrd) >> 10} KiB with {len(modules)} modules, u-boot {versions[UBOOT]}")
-    return Guests(folder, manifest)
+    fetched = Guests(folder, manifest)
+    fetched.boot_disk()
+    return fetched
 
 
 def _cached_deb(apt: Apt, package: str, version: str, debs: Path) -> Path:

@@ -26,6 +26,13 @@ class Rom:
     def __init__(self, dirs: list[Path]) -> None:
         self.dirs = [d for d in dirs]
 
+    def host_path(self, name: str) -> Path:
+        """A file a script names to write (a disk, flash): relative to the script's folder."""
+        path = Path(name).expanduser()
+        if not path.is_absolute():
+            path = (self.dirs[0] if self.dirs else Path.cwd()) / path
+        return path
+
     def resolve(self, name: str) -> Path:
         rel = name[4:] if name.startswith("rom/") else name
         if not rel:

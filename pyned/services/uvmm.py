@@ -16,6 +16,7 @@ from pyned.devices.virtio.console import VirtioConsole
 from pyned.devices.virtio.mmio import DeviceStatus, VirtioMmio
 from pyned.errors import ConfigError, PynedError
 from pyned.kernel.clock import TimerHandle
+from pyned.kernel.memory import Dataspace
 from pyned.kernel.task import Task
 from pyned.services.cons import Channel
 from pyned.services.gate import IpcGate
@@ -88,11 +89,13 @@ class Guest:
         # A channel io serves stands for its vbus (the object behind the gate).
         caps = {k: v.object if isinstance(v, IpcGate) and v.object is not None else v
                 for k, v in self.spec.caps.items()}
+        self._vm_caps = caps    # what the VM's devices hold on to
         vm = build_vm(BuildInputs(
             name=self.name, options=self.options, caps=caps,
             resolve=system.rom.resolve, board=system.board, syndrome=system.syndrome,
             cores=self.cores, prio=self.prio, console_write=self.channel.write, log=self.log,
-            clock=system.clock, exact_stops=system.exact_stops, dt_cache=self._dt_cache))
+            clock=system.clock, exact_stops=system.exact_stops, dt_cache=self._dt_cache,
+            host_path=system.rom.host_path))
         self.channel.attach_input(_console_input(vm))
         vm.on_end(lambda end: self._ended(vm, end))
         vm.on_event(lambda event, cause: self.record(event, cause=cause))
@@ -178,6 +181,7 @@ class Guest:
         """The task ends with the VM's end."""
         self.system.guests.pop(self.task.tid, None)
         self._mark_dead()
+        self._drop_memory()
         if self.task.exit(end.code, end.reason, killed=end.killed):
             self.system.ned_log(f"{self.name} "
                                 f"{'killed' if end.killed else f'exited with {end.code:#x}'}"
@@ -200,6 +204,16 @@ class Guest:
         mon = self.spec.caps.get("mon")
         if isinstance(mon, Channel):
             mon.mark_dead()
+
+    def _drop_memory(self) -> None:
+        """Let go of the dataspaces: in L4Re they go with uvmm's task, so memory only it
+        held is freed (once the script's Lua collects its own handle, which a failing
+        fixed allocation does), and the exit handler can start a successor at the same
+        fixed RAM base."""
+        for key in [k for k, v in self.spec.caps.items() if isinstance(v, Dataspace)]:
+            del self.spec.caps[key]
+        self._vm_caps.clear()
+        self.vm.memory.regions.clear()
 
     def console_tail(self, lines: int = JOURNAL_CONSOLE_LINES) -> list[str]:
         """The last lines the current run (since its start or restart) wrote."""

@@ -84,10 +84,7 @@ def _port_options(args: list[str], allowed: set[str]) -> dict[str, str]:
 
 def _host_path(system: "System", name: str) -> Path:
     """A file a script names: relative to the script's folder, as rom/ names are."""
-    path = Path(name).expanduser()
-    if not path.is_absolute():
-        path = (system.rom.dirs[0] if system.rom.dirs else Path.cwd()) / path
-    return path
+    return system.rom.host_path(name)
 
 
 def _serve(task: Task, spec: StartSpec, program: str, create: Callable[[list[str]], VirtioPort],
@@ -221,12 +218,14 @@ def start_block(system: "System", task: Task, spec: StartSpec) -> None:
         name = opts.get("name") or f"disk{len(disks)}"
         if "file" not in opts:
             raise ConfigError(f"virtio-block: disk {name!r} needs file=PATH")
-        path = _host_path(system, opts["file"])
+        # A rom/ name is looked up like any ROM, and a ROM is never written.
+        rom = opts["file"].startswith("rom/")
+        path = system.rom.resolve(opts["file"]) if rom else _host_path(system, opts["file"])
         if not path.is_file():
             raise ConfigError(f"virtio-block: disk {name!r}: no such image file {path}")
         if name in disks:
             raise ConfigError(f"virtio-block: disk {name!r} exists already")
-        ro = "ro" in flags or not os.access(path, os.W_OK)
+        ro = rom or "ro" in flags or not os.access(path, os.W_OK)
         disk = DiskPort("virtio-block", name, path, ro, opts.get("serial"))
         disks[name] = disk
         return disk

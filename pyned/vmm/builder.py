@@ -6,6 +6,12 @@
 5. devices from the tree, unbacked nodes disabled with the reason;
 6. vCPUs from cpu nodes, placed on the next cores of the VM's CPU set;
 7. the DTB as high as possible in the first memory node; 8. boot registers.
+
+pyned's firmware boot (``--firmware``, start_vm's ``firmware``; QEMU's
+``-bios``): no kernel is loaded; the image goes into the first cfi-flash bank,
+``--nvram`` names a file behind the second, the vCPU starts at the first
+bank and the DTB lies at the start of the first memory node, where firmware
+for QEMU's virt board looks for it.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ class BuildInputs:
     clock: Clock
     exact_stops: bool = False               # the engine never replays an access (engine.py)
     dt_cache: dict[Path, bytes] | None = None   # DTBs kept across one VM's restarts
+    host_path: Callable[[str], Path] = Path     # a file the script names for writing
 
 
 def _align_up(v: int, a: int) -> int:
@@ -87,10 +94,23 @@ def build_vm(inp: BuildInputs) -> Vm:
 
     first = _setup_ram(inp, dt, memory, mpu)
 
-    # Kernel
-    spec = KernelSpec.parse(opts.kernel)
-    kdata, kname = (b"", opts.kernel) if spec.kind == "rom" else _read(inp.resolve, spec.path, "kernel")
-    image = load_kernel(kdata, kname, memory, first, spec)
+    # Kernel, or firmware for the flash
+    flash_images: dict[int, bytes] = {}
+    flash_files: dict[int, Path] = {}
+    if opts.firmware is not None:
+        if opts.kernel is not None:
+            raise ConfigError(f"{inp.name}: firmware and kernel exclude each other (the "
+                              f"firmware loads what it boots)")
+        flash_images[0], kname = _read(inp.resolve, opts.firmware, "firmware")
+        image = LoadedImage(0, (), "firmware")   # the entry is the bank, known after the scan
+    else:
+        kernel = opts.kernel or "rom/zImage"
+        spec = KernelSpec.parse(kernel)
+        kdata, kname = (b"", kernel) if spec.kind == "rom" else _read(inp.resolve, spec.path,
+                                                                       "kernel")
+        image = load_kernel(kdata, kname, memory, first, spec)
+    if opts.nvram is not None:
+        flash_files[1] = inp.host_path(opts.nvram)
     used = list(image.ranges)
 
     # Bootargs and ramdisk
@@ -122,14 +142,32 @@ def build_vm(inp: BuildInputs) -> Vm:
     # Devices
     ctx = factory.FactoryContext(vm, dt, inp.board, inp.console_write, notes,
                                  num_cpus=len(mpidrs), mpidrs=list(mpidrs), caps=inp.caps,
-                                 log=lambda text: inp.log(text, 1))
+                                 log=lambda text: inp.log(text, 1), flash_images=flash_images,
+                                 flash_files=flash_files)
     try:
         factory.scan(ctx)
+        if opts.firmware is not None or opts.nvram is not None:
+            image = _flash_boot(inp.name, vm, dt, image, bool(flash_files))
         _finish(inp, vm, dt, memory, image, kname, first, used, top, notes, mpidrs)
     except BaseException:
         vm.abandon()  # devices that hold host resources (a disk, a switch port) let go
         raise
     return vm
+
+
+def _flash_boot(name: str, vm: Vm, dt: DeviceTree, image: LoadedImage,
+                nvram: bool) -> LoadedImage:
+    """Check that the flash banks firmware and nvram name exist; the firmware's entry."""
+    need = 2 if nvram else 1
+    if len(vm.romd) < need:
+        what = "nvram needs a second" if nvram else "firmware needs a"
+        why = "; ".join(f"{path}: {reason}" for path, reason in dt.disabled.items()
+                        if "flash" in path)
+        raise ConfigError(f"{name}: {what} cfi-flash bank in the device tree, which has "
+                          f"{len(vm.romd)}" + (f" ({why})" if why else ""))
+    if image.format != "firmware":
+        return image
+    return LoadedImage(vm.romd[0].range.base, (), "firmware")
 
 
 def _finish(inp: BuildInputs, vm: Vm, dt: DeviceTree, memory: GuestMemory, image: LoadedImage,
@@ -152,15 +190,24 @@ def _finish(inp: BuildInputs, vm: Vm, dt: DeviceTree, memory: GuestMemory, image
             vcpu.map_ram(region.range.base, region.range.size, region.dataspace.host_address())
         thread = VcpuThread(vm, vcpu, inp.cores[index], inp.prio,
                             None if inp.exact_stops else ReplayGuard())
+        romd = {w.range.base: w for w in vm.romd}
         for i, bus_region in enumerate(vm.bus.regions):
             rd, wr = vm.bus.callbacks(i, index, thread.guard, vm.device_failed)
-            vcpu.map_mmio(bus_region.range.base, bus_region.range.size, rd, wr)
+            window = romd.get(bus_region.range.base)
+            if window is not None:
+                window.attach(vcpu, rd, wr)
+            else:
+                vcpu.map_mmio(bus_region.range.base, bus_region.range.size, rd, wr)
         vcpu.install_fault_hooks(mapped)
         vm.threads.append(thread)
 
-    # DTB, last, so it shows every change made above.
+    # DTB, last, so it shows every change made above. Firmware finds it at
+    # the start of RAM (QEMU's convention for its virt board).
     blob = dt.to_dtb()
-    dtb_base = (top - len(blob)) & ~(DTB_ALIGN - 1)
+    if image.format == "firmware":
+        dtb_base = first.base
+    else:
+        dtb_base = (top - len(blob)) & ~(DTB_ALIGN - 1)
     _place("device tree", MemRange(dtb_base, len(blob)), first, used)
     memory.write(dtb_base, blob)
     vm.dtb_addr = dtb_base
@@ -170,8 +217,9 @@ def _finish(inp: BuildInputs, vm: Vm, dt: DeviceTree, memory: GuestMemory, image
         inp.log(note)
     for path, why in dt.disabled.items():
         inp.log(f"{path}: disabled: {why}")
-    inp.log(f"kernel {kname} ({image.format}) entry {image.entry:#x}, dtb at {dtb_base:#x}, "
-            f"RAM {first}")
+    what = (f"firmware {kname} in {vm.romd[0].name}" if image.format == "firmware"
+            else f"kernel {kname} ({image.format})")
+    inp.log(f"{what} entry {image.entry:#x}, dtb at {dtb_base:#x}, RAM {first}")
 
 
 def _setup_ram(inp: BuildInputs, dt: DeviceTree, memory: GuestMemory, mpu: MpuMap) -> MemRange:
@@ -211,7 +259,14 @@ def _setup_ram(inp: BuildInputs, dt: DeviceTree, memory: GuestMemory, mpu: MpuMa
                 f"{ds.base:#x}; on the MPU platform guest-physical equals host-physical")
         chunks = []
         offset = 0
-        for _addr, size in dt.reg(node):
+        regs = dt.reg(node)
+        if regs and regs[0][0] and regs[0][0] != ds.base:
+            # The tree asks for RAM at a fixed address (a board's layout that
+            # firmware relies on); the dataspace decides where it is.
+            inp.log(f"{node_path(node)}: reg asks for RAM at {regs[0][0]:#x} but the "
+                    f"{dt.string(node, 'l4vmm,dscap')!r} dataspace is at {ds.base:#x} "
+                    f"(start_vm's ram_base places it)", 1)
+        for _addr, size in regs:
             if offset >= ds.size:
                 break
             size = ds.size - offset if size == 0 else min(size, ds.size - offset)

@@ -9,11 +9,13 @@ guest probe hardware that is not there.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Protocol
 
 from fdt.items import Node
 
 from pyned.devices.base import IrqLine, WriteSink
+from pyned.devices.cfi_flash import CfiFlash, FlashStorage
 from pyned.devices.gic import Gic
 from pyned.devices.pl011 import Pl011
 from pyned.devices.psci import Psci
@@ -23,12 +25,12 @@ from pyned.devices.virtio.console import VirtioConsole
 from pyned.devices.virq import VirqSender
 from pyned.devices.virtio.mmio import VirtioDevice, VirtioMmio
 from pyned.devices.watchdog import SbsaGwdt
-from pyned.errors import ImageError
+from pyned.errors import ConfigError, ImageError
 from pyned.kernel.irq import IrqBusy
 from pyned.platform.board import Board, MemRange
 from pyned.vmm.devicetree import DeviceTree, Unbacked, node_path
 from pyned.vmm.passthrough import Binder
-from pyned.vmm.vm import DeviceEntry, Vm
+from pyned.vmm.vm import DeviceEntry, RomdWindow, Vm
 
 # SPIs of the virtual GIC: INTIDs 32..255. Enough for the board's UARTs
 # (SPIs 5-8) and the virtio slots; Linux and uvmm guests need no more.
@@ -47,6 +49,10 @@ class FactoryContext:
     log: Callable[[str], None] = lambda text: None
     mpidrs: list[int] = field(default_factory=lambda: [0])
     built: dict[int, object] = field(default_factory=dict)   # id(node) -> device
+    # Flash bank contents by bank number (cfi-flash reg entries in tree order):
+    # an image loaded into an erased bank, or a file the bank keeps in sync.
+    flash_images: dict[int, bytes] = field(default_factory=dict)
+    flash_files: dict[int, Path] = field(default_factory=dict)
     failed: dict[int, str] = field(default_factory=dict)     # id(node) -> why not
 
     def build(self, node: Node) -> object | None:
@@ -125,6 +131,40 @@ def make_pl011(ctx: FactoryContext, node: Node) -> object:
     uart = Pl011(WriteSink(ctx.console_write), ctx.irq(node, 0))
     ctx.add_mmio(node, window, uart)
     return uart
+
+
+def make_cfi_flash(ctx: FactoryContext, node: Node) -> object:
+    """One CfiFlash per reg entry (a bank), mapped as memory while it reads as memory."""
+    width = ctx.dt.u32(node, "bank-width")
+    if width is None:
+        raise Unbacked("no bank-width")
+    device_width = ctx.dt.u32(node, "device-width")
+    read_only = ctx.dt.raw(node, "read-only") is not None
+    regs = ctx.dt.reg(node)
+    windows = ctx.windows(node)
+    for (_base, size), window in zip(regs, windows):
+        try:
+            CfiFlash.check_geometry(size, width, device_width)
+        except ValueError as err:
+            raise Unbacked(str(err)) from None
+    where = node_path(node)
+    banks = []
+    for i, ((base, size), window) in enumerate(zip(regs, windows)):
+        index = len(ctx.vm.romd)
+        try:
+            storage = FlashStorage(size, image=ctx.flash_images.get(index),
+                                   path=ctx.flash_files.get(index))
+        except (ValueError, OSError) as err:
+            why = err.strerror if isinstance(err, OSError) else str(err)
+            raise ConfigError(f"{where}: flash bank {index} at {base:#x}: {why}") from None
+        ctx.vm.on_end(lambda _end, s=storage: s.close())
+        flash = CfiFlash(storage.memory, bank_width=width, device_width=device_width,
+                         read_only=read_only, log=lambda text: ctx.log(f"{where}: {text}"))
+        label = where if len(regs) == 1 else f"{where} bank {i}"
+        ctx.add_mmio(node, window, flash, label)
+        ctx.vm.romd.append(RomdWindow(window, flash, label))
+        banks.append(flash)
+    return banks
 
 
 def make_psci(ctx: FactoryContext, node: Node) -> object:
@@ -309,6 +349,7 @@ DEVICE_TYPES: dict[str, Factory] = {
     "arm,armv8-timer": make_timer,
     "arm,armv7-timer": make_timer,
     "arm,pl011": make_pl011,
+    "cfi-flash": make_cfi_flash,
     "arm,sbsa-uart": make_pl011,
     "arm,psci": make_psci,
     "arm,psci-0.2": make_psci,

@@ -13,7 +13,7 @@ FAULT_MODES = ("ignore", "halt", "inject")
 
 @dataclass
 class UvmmOptions:
-    kernel: str = "rom/zImage"
+    kernel: str | None = None     # None: uvmm's default, rom/zImage
     dtbs: list[str] = field(default_factory=list)
     dtb_limit: int | None = None
     ramdisk: str | None = None
@@ -24,12 +24,16 @@ class UvmmOptions:
     fault_mode: str = "ignore"
     dt_mods: list[str] = field(default_factory=list)
     hang_timeout: float = 0.0     # pyned: seconds for the no-progress detector, 0 = off
+    firmware: str | None = None   # pyned: image for the first flash bank, booted there
+    nvram: str | None = None      # pyned: file behind the second flash bank
 
 
 _SHORT = "k:d:r:c:b:D:vqf:m:Wi"
 _LONG = ["kernel=", "dtb=", "ramdisk=", "cmdline=", "rambase=", "debug=", "verbose", "quiet",
          "fault-mode=", "dt-mod=", "wakeup-on-system-resume",
-         "hang-timeout="]  # the last one is pyned's own (vm.py, _check_progress)
+         # pyned's own: the no-progress detector (vm.py, _check_progress) and a
+         # firmware boot from flash (builder.py)
+         "hang-timeout=", "firmware=", "nvram="]
 
 
 def _number(text: str, what: str) -> int:
@@ -87,6 +91,10 @@ def parse_uvmm_args(argv: list[str]) -> UvmmOptions:
             if not 0 <= o.hang_timeout < 1e6:
                 raise ConfigError(f"uvmm: --hang-timeout {value!r} is not a number of seconds "
                                   f"(0 turns the detector off)")
+        elif flag == "--firmware":
+            o.firmware = value
+        elif flag == "--nvram":
+            o.nvram = value
         elif flag == "-i":
             raise ConfigError("uvmm: -i (forced identity mode) was removed from uvmm; "
                               "guest RAM is identity-mapped on the MPU platform anyway")

@@ -17,6 +17,7 @@ Two detectors end a VM that stops making progress: the SBSA watchdog device
 
 from __future__ import annotations
 
+import ctypes
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from pyned.cpu.exceptions import (EC, ESR_IL, PSTATE_A, PSTATE_F, PSTATE_I, Exce
 # The DAIFSet/DAIFClr immediate's bits for IRQ and FIQ.
 DAIF_I, DAIF_F = 0b0010, 0b0001
 from pyned.cpu.vcpu import Exit, ExitKind, FaultReport, Vcpu
-from pyned.devices.base import WriteSink
+from pyned.devices.base import RomDevice, WriteSink
 from pyned.devices.gic import Gic
 from pyned.devices.psci import AffinityState, Psci, PsciRet
 from pyned.devices.timer import GenericTimer
@@ -37,6 +38,7 @@ from pyned.devices.vm_print import VM_PRINT_FID, VmPrint
 from pyned.kernel.clock import Clock, TimerHandle
 from pyned.kernel.mpu import MpuMap
 from pyned.kernel.scheduler import REKICK_NS, Core, RunResult
+from pyned.platform.board import MemRange
 from pyned.vmm.bus import MmioBus, ReplayGuard
 from pyned.vmm.devicetree import DeviceTree
 from pyned.vmm.memory import GuestMemory
@@ -162,6 +164,112 @@ class DeviceEntry:
     kind: str = "virtual"       # or "pass-through": a board device the VM owns
 
 
+# Read-mode reads through the device after which a window is memory again. A
+# remapping of a 64 MiB bank costs about as much as 8000 such reads; twice
+# that keeps a driver that alternates commands and long reads within about 2x
+# of staying MMIO, and a long read (firmware's 256 KiB of variables) fast.
+ARRAY_READS = 16384
+
+
+class RomdWindow:
+    """A device window that is read-only memory while its device reads as memory.
+
+    QEMU's "romd" mode, for flash that firmware executes in place (Unicorn
+    cannot execute from MMIO). While the device is in its read mode the
+    window is mapped over the device's storage: loads and fetches run at
+    memory speed, and a store traps, goes to the device, and if the device
+    left its read mode the window becomes MMIO right there, so a load after
+    the store in the same block already reads status or query data. The way
+    back is lazy: the window stays MMIO (the device serves reads from its
+    storage) until the guest fetches an instruction from it, because a
+    remapping costs milliseconds for a 64 MiB bank (the engine drops every
+    page of it) and a flash driver switches modes hundreds of times in a row,
+    or until it has served ``ARRAY_READS`` reads through the device in read
+    mode without a write in between (firmware reading its variables).
+
+    Each vCPU is its own engine instance with its own mapping; the vCPUs of a
+    VM never run at the same instant, so a sibling catches up (``sync``) when
+    its slice starts. uvmm's cfi-flash does the same with a read-only mapping
+    of its dataspace; on a real MPU that mapping would need the dataspace at
+    the window's address, which an emulated device does not need.
+    """
+
+    def __init__(self, rng: MemRange, device: RomDevice, name: str) -> None:
+        self.range = rng
+        self.device = device
+        self.name = name
+        # The temporary ctypes object releases the buffer at once, so the
+        # storage can still be closed when the VM ends.
+        self._host = ctypes.addressof(ctypes.c_char.from_buffer(device.storage))
+        self._as_rom: dict[int, bool | None] = {}     # vCPU index -> mapped as memory
+        self._mmio: dict[int, tuple[Callable, Callable]] = {}
+        self._array_reads = 0
+        self.remaps = 0
+
+    def attach(self, vcpu: Vcpu, read_cb: Callable, write_cb: Callable) -> None:
+        """Map the window for ``vcpu``, with the bus callbacks it uses as MMIO."""
+        def read(uc: object, offset: int, size: int, ud: object) -> int:
+            if self.device.array_mode:
+                self._array_reads += 1
+                if self._array_reads == ARRAY_READS:
+                    vcpu.request_exit(Exit(ExitKind.STOP, "romd"))
+            return read_cb(uc, offset, size, ud)
+
+        def write(uc: object, offset: int, size: int, value: int, ud: object) -> None:
+            self._array_reads = 0
+            write_cb(uc, offset, size, value, ud)
+
+        self._mmio[vcpu.index] = (read, write)
+        self._as_rom[vcpu.index] = None
+        vcpu.trap_rom(self.range.base, self.range.size,
+                      lambda addr, size, value: self._store(vcpu, addr, size, value))
+        self._map(vcpu, self.device.array_mode)
+
+    def _map(self, vcpu: Vcpu, as_rom: bool) -> None:
+        was = self._as_rom[vcpu.index]
+        if was is as_rom:
+            return
+        base, size = self.range.base, self.range.size
+        if was is not None:
+            vcpu.unmap(base, size)
+            self.remaps += 1
+        if as_rom:
+            self._array_reads = 0
+            vcpu.map_rom(base, size, self._host)
+        else:
+            read_cb, write_cb = self._mmio[vcpu.index]
+            vcpu.map_mmio(base, size, read_cb, write_cb)
+        self._as_rom[vcpu.index] = as_rom
+
+    def _store(self, vcpu: Vcpu, addr: int, size: int, value: int) -> None:
+        # An unaligned store is repeated by the engine byte by byte, and each
+        # byte traps here again: only aligned ones go to the device.
+        if addr % size:
+            return
+        self._mmio[vcpu.index][1](None, addr - self.range.base, size, value, None)
+        if not self.device.array_mode:
+            self._map(vcpu, False)
+
+    def sync(self, vcpu: Vcpu) -> None:
+        """Before ``vcpu`` runs: no memory mapping of a device a sibling took out of read mode."""
+        if self._as_rom.get(vcpu.index) and not self.device.array_mode:
+            self._map(vcpu, False)
+        elif self._array_reads >= ARRAY_READS:
+            self.settle(vcpu)
+
+    def settle(self, vcpu: Vcpu) -> None:
+        """After a stop "romd": memory again if the guest has been reading it through the device."""
+        if self._array_reads >= ARRAY_READS and self.device.array_mode:
+            self._map(vcpu, True)
+
+    def fetched(self, vcpu: Vcpu) -> bool:
+        """``vcpu`` fetched from the window as MMIO: map memory again if the device reads so."""
+        if not self.device.array_mode:
+            return False
+        self._map(vcpu, True)
+        return True
+
+
 class VcpuThread:
     """A vCPU as the kernel schedules it."""
 
@@ -213,6 +321,7 @@ class Vm:
         self.dt = dt
         self.log = log
         self.devices: list[DeviceEntry] = []
+        self.romd: list[RomdWindow] = []    # flash banks, in device-tree order
         self.threads: list[VcpuThread] = []
         self.psci: Psci | None = None
         self.gic: Gic | None = None
@@ -367,6 +476,8 @@ class Vm:
                 if thread.stale_tlb or thread.stale_code != set():
                     thread.vcpu.flush(thread.stale_tlb, thread.stale_code)
                     thread.stale_tlb, thread.stale_code = False, set()
+                for window in self.romd:
+                    window.sync(thread.vcpu)
                 self._inject(thread)
                 exit_ = thread.vcpu.run()
                 now = time.monotonic_ns()
@@ -505,7 +616,23 @@ class Vm:
             return None
         if what == "standby":
             return None if self._signalled(thread.vcpu.index) else RunResult.BLOCK
+        if what == "romd":
+            return self._on_romd(thread)
         return None
+
+    def _on_romd(self, thread: VcpuThread) -> RunResult | None:
+        vcpu = thread.vcpu
+        addr, vcpu.romd_fetch = vcpu.romd_fetch, None
+        if addr is None:    # a window read in read mode long enough to be memory again
+            for w in self.romd:
+                w.settle(vcpu)
+            return None
+        window = next(w for w in self.romd if w.range.contains(addr))
+        if window.fetched(vcpu):
+            return None
+        self.halt(FaultReport(cause=f"instruction fetch from {window.name} at {addr:#x} while "
+                              f"the device does not read as memory", pc=vcpu.pc, far=addr))
+        return RunResult.EXIT
 
     def _on_fatal(self, thread: VcpuThread, exit_: Exit) -> RunResult | None:
         report = exit_.payload

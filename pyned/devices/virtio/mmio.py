@@ -7,7 +7,9 @@ backend. VendorID is 0x44, L4Re's L4VIRTIO_VENDOR_KK, as uvmm's own devices
 report it. The transport offers VIRTIO_F_VERSION_1 (required: FEATURES_OK is
 refused without it), VIRTIO_F_INDIRECT_DESC and VIRTIO_F_EVENT_IDX on top of
 the device's own feature bits. There are no shared memory regions (SHMLen
-and SHMBase read as all ones) and no VIRTIO_F_RING_RESET.
+and SHMBase read as all ones) and no VIRTIO_F_RING_RESET. Status writes
+must follow the driver initialisation sequence (§3.1.1), except that DRIVER
+without ACKNOWLEDGE is taken as both, as QEMU does (U-Boot 2023.01 writes it).
 
 The device interface (``VirtioDevice``), what a backend provides:
 
@@ -412,8 +414,11 @@ class VirtioMmio:
             self._fail(f"status write {value:#x} sets undefined bits")
             return []
         if value & DeviceStatus.DRIVER and not value & DeviceStatus.ACKNOWLEDGE:
-            self._fail("status DRIVER set without ACKNOWLEDGE")
-            return []
+            # U-Boot up to 2023.01 (Debian 12's) skips ACKNOWLEDGE after the reset
+            # it does before probing; QEMU accepts that, and it does no harm.
+            self._log(f"virtio-{self.device.name}: status DRIVER set without ACKNOWLEDGE; "
+                      f"taken as both")
+            value |= DeviceStatus.ACKNOWLEDGE
         if value & DeviceStatus.FEATURES_OK and not value & DeviceStatus.DRIVER:
             self._fail("status FEATURES_OK set without DRIVER")
             return []

@@ -235,7 +235,6 @@ ACK, DRV = DeviceStatus.ACKNOWLEDGE, DeviceStatus.ACKNOWLEDGE | DeviceStatus.DRI
 
 
 @pytest.mark.parametrize("steps, reason", [
-    ([DeviceStatus.DRIVER], "without ACKNOWLEDGE"),
     ([ACK, ACK | DeviceStatus.FEATURES_OK], "without DRIVER"),
     ([ACK, DRV, ACK], "clears bits"),
     ([ACK, DRV, DRV | DeviceStatus.DRIVER_OK], "without FEATURES_OK"),
@@ -250,6 +249,16 @@ def test_illegal_status_transitions_need_reset(steps, reason):
     assert len(drv.log) == 1
     drv.set(MmioReg.STATUS, 0)
     assert drv.status() == 0 and drv.mmio.failure is None
+
+
+def test_driver_without_acknowledge_is_taken_as_both():
+    # U-Boot 2023.01 resets the device and then writes DRIVER alone.
+    drv, _ = make()
+    drv.set(MmioReg.STATUS, DeviceStatus.DRIVER)
+    assert not drv.needs_reset()
+    assert drv.status() == DRV
+    assert len(drv.log) == 1 and "without ACKNOWLEDGE" in drv.log[0]
+    assert drv.negotiate()
 
 
 def test_failed_status_stops_the_device():
