@@ -104,7 +104,14 @@ class GenericTimer:
         return {"ctl": self.read_ctl(kind), "cval": t.cval, "level": t.level, "fired": t.fired}
 
     def _update(self, kind: TimerKind) -> None:
-        """Recompute the line and the next deadline (any thread)."""
+        """Recompute the line and the next deadline (any thread).
+
+        The line is set under the lock: the clock's deadline and the guest's
+        CVAL write run this on different threads, and a level computed first
+        but delivered last would leave the GIC's input low while the timer
+        believes it high, with no deadline left to correct it (seen as an
+        rtos that stopped ticking under host load).
+        """
         t = self._timers[kind]
         with self._lock:
             armed = t.ctl & CTL_ENABLE and not t.ctl & CTL_IMASK
@@ -118,7 +125,6 @@ class GenericTimer:
             rose = level and not t.level
             if rose:
                 t.fired += 1
-            changed = level != t.level
-            t.level = level
-        if changed:
-            t.line.set_level(level)
+            if level != t.level:
+                t.level = level
+                t.line.set_level(level)

@@ -64,7 +64,7 @@ class SbsaGwdt:
         with self._lock:
             self._cancel()
             self.wcs = self.wor = self.wcv = 0
-        self._ws0_line.set_level(False)
+            self._ws0_line.set_level(False)
 
     # -- registers ---------------------------------------------------------------
 
@@ -115,8 +115,8 @@ class SbsaGwdt:
             self.wcs &= WCS_EN
             self.wcv = self._count() + self.wor
             self._arm()
-        if was_ws0:
-            self._ws0_line.set_level(False)
+            if was_ws0:   # under the lock: a timeout on the clock thread may race
+                self._ws0_line.set_level(False)
 
     def _arm(self) -> None:
         """Put the next timeout on the clock (lock held)."""
@@ -138,12 +138,12 @@ class SbsaGwdt:
                 self.wcs |= WCS_WS0
                 self.wcv = self._count() + self.wor
                 self._arm()
+                self._ws0_line.set_level(True)
                 stage = 0
             else:
                 self.wcs |= WCS_WS1
                 stage = 1
         if stage == 0:
-            self._ws0_line.set_level(True)
             self._on_ws0()
         else:
             self._on_ws1()

@@ -64,7 +64,11 @@ class Irq:
                 self.owner, self._sink = None, None
 
     def set_level(self, level: bool) -> None:
-        """The line's new level, from the device (any thread)."""
+        """The line's new level, from the device (any thread).
+
+        Forwarded under the lock, so that levels from two threads reach the
+        sink in the order they were set here.
+        """
         with self._lock:
             if level == self.level:
                 return
@@ -72,9 +76,8 @@ class Irq:
             if level:
                 self.events += 1
                 self.last_event_ns = time.monotonic_ns()
-            sink = self._sink
-        if sink is not None:
-            sink.set_level(level)
+            if self._sink is not None:
+                self._sink.set_level(level)
 
     def trigger(self) -> None:
         """A software event (``L4::Irq::trigger``)."""

@@ -88,3 +88,35 @@ def test_timers_are_independent_and_reset():
     assert phys.level and not virt.level
     t.reset()
     assert not phys.level and not clock.pending
+
+
+def test_a_level_computed_first_is_not_delivered_last():
+    """The guest re-arms (level low) while the clock's deadline raises it again on another
+    thread: the GIC's input must end where the timer's state is, high."""
+    import threading
+    import time
+
+    t, clock, _, _ = make()
+    slow = Line()
+    slow_set = slow.set_level
+
+    def set_level(level):
+        if not level:
+            time.sleep(0.05)   # the guest's thread is descheduled right here
+        slow_set(level)
+    slow.set_level = set_level
+    t._timers[TimerKind.VIRT].line = slow
+    t.write_cval(TimerKind.VIRT, 1500)
+    t.write_ctl(TimerKind.VIRT, CTL_ENABLE)
+    clock.advance(500)
+    assert slow.level
+    guest = threading.Thread(target=t.write_cval, args=(TimerKind.VIRT, 2000))
+    guest.start()                   # computes "low", then dawdles delivering it
+    time.sleep(0.01)
+    clock.now = 2500                # meanwhile the new deadline passes too
+    t.read_ctl(TimerKind.VIRT)
+    for _h, (_count, cb) in list(clock.pending.items()):
+        cb()                        # the clock thread's _update
+    guest.join()
+    assert t.state(TimerKind.VIRT)["level"] is True
+    assert slow.level is True, slow.changes
