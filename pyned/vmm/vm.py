@@ -17,6 +17,7 @@ Two detectors end a VM that stops making progress: the SBSA watchdog device
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import threading
 import time
@@ -68,40 +69,129 @@ class Injection(Enum):
     HANG = "hang"                # the vCPUs stop executing, as a guest livelocked with IRQs masked
 
 
-class FairLock:
-    """The VM's execution lock: vCPUs of one VM never run at the same instant.
+class Turns:
+    """Which vCPU of a VM executes: one at a time, taking turns.
 
     Unicorn instances share guest RAM but not atomicity (exclusives and LSE
-    are plain loads and stores across instances), so an SMP guest's vCPUs
-    take turns. First come, first served, so that a vCPU that yields the VM
-    does not simply take it back from a waiting sibling.
+    are plain loads and stores across instances), so the vCPUs of an SMP VM
+    never execute at the same instant. A vCPU that finds the VM taken does
+    not keep its core while it waits: it joins the queue and blocks, like a
+    thread waiting for a kernel lock, and other threads on its core run. When
+    the holder leaves, the turn is kept for the first in the queue (first
+    come, first served: one that leaves cannot simply take the VM back) and
+    that vCPU's core is woken to run it.
+
+    While others wait, a turn lasts one VM slice from its start (a timer per
+    turn, never more than one chain: it ends with the turn), and ends at once
+    when a waiting vCPU has an interrupt to take, as a physical CPU would take
+    it at once; the holder is kicked until it has left. A turn kept for a
+    vCPU whose core does not run it within a slice (something more urgent
+    runs there) passes to the next in the queue.
     """
 
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._owner: object | None = None
-        self._queue: list[object] = []
+    def __init__(self, clock: Clock, slice_ns: int = VM_SLICE_NS) -> None:
+        self._clock = clock
+        self._slice_ns = slice_ns
+        self._lock = threading.Lock()
+        self.holder: VcpuThread | None = None
+        self.queue: collections.deque[VcpuThread] = collections.deque()
+        self.ending = False     # the holder is to leave at its next exit
+        self._number = 0        # counts turns, so that a timer knows whether its own is on
+        self._started = 0
+        self._timed = -1        # the turn whose slice timer is armed
 
-    def acquire(self, who: object, on_wait: Callable[[], None]) -> None:
-        with self._cond:
-            if self._owner is None and not self._queue:
-                self._owner = who
+    def take(self, thread: VcpuThread, urgent: bool) -> bool:
+        """Begin ``thread``'s turn; False: it is queued (block it until its core is woken).
+
+        ``urgent``: it has an interrupt signalled, so the current turn ends now.
+        """
+        with self._lock:
+            took = self.holder is None and (not self.queue or self.queue[0] is thread)
+            if took:
+                if self.queue:
+                    self.queue.popleft()
+                self.holder = thread
+                self._next_turn()
+            elif thread not in self.queue:
+                self.queue.append(thread)
+            number, deadline = self._number, self._arm()
+        if deadline is not None:
+            self._clock.at(deadline, lambda: self._slice_over(number))
+        if not took and urgent:
+            self._end(number)
+        return took
+
+    def leave(self, thread: VcpuThread, result: RunResult) -> RunResult:
+        """End ``thread``'s turn; the turn goes to the first waiter.
+
+        A vCPU that yields while others wait queues behind them right away,
+        so it returns blocked: its core wakes it when its turn comes.
+        """
+        with self._lock:
+            self.holder = None
+            if result is RunResult.YIELD and self.queue:
+                self.queue.append(thread)
+                result = RunResult.BLOCK
+            self._next_turn()
+            head = self.queue[0] if self.queue else None
+            number, deadline = self._number, self._arm()
+        if deadline is not None:
+            self._clock.at(deadline, lambda: self._slice_over(number))
+        if head is not None:
+            head.core.wake(head)
+        return result
+
+    def hurry(self, thread: VcpuThread) -> bool:
+        """``thread`` has an interrupt to take: if it waits for its turn, end the current one."""
+        with self._lock:
+            if thread not in self.queue:
+                return False
+            number = self._number
+        self._end(number)
+        return True
+
+    def _next_turn(self) -> None:
+        self._number += 1
+        self._started = time.monotonic_ns()
+        self.ending = False
+
+    def _arm(self) -> int | None:
+        """The current turn's slice deadline, if it needs a timer not yet armed (lock held)."""
+        if not self.queue or self._timed == self._number:
+            return None
+        self._timed = self._number
+        return self._started + self._slice_ns
+
+    def _slice_over(self, number: int) -> None:
+        with self._lock:
+            if number != self._number or not self.queue:
                 return
-            self._queue.append(who)
-            on_wait()
-            while self._owner is not None or self._queue[0] is not who:
-                self._cond.wait()
-            self._queue.pop(0)
-            self._owner = who
+            head = None
+            if self.holder is None:
+                # Kept for a vCPU whose core has not run it for a slice: pass it on.
+                self.queue.rotate(-1)
+                self._next_turn()
+                head, number, deadline = self.queue[0], self._number, self._arm()
+        if head is None:
+            self._end(number)
+            return
+        head.core.wake(head)
+        if deadline is not None:
+            self._clock.at(deadline, lambda: self._slice_over(number))
 
-    def release(self) -> None:
-        with self._cond:
-            self._owner = None
-            self._cond.notify_all()
+    def _end(self, number: int) -> None:
+        """Make the holder of turn ``number`` leave: kick it until the turn is over.
 
-    @property
-    def contended(self) -> bool:
-        return bool(self._queue)
+        A kick between two slices is lost, and one that coincides with another
+        exit is taken for that exit; the run loop checks ``ending`` at every exit.
+        """
+        with self._lock:
+            holder = self.holder if number == self._number else None
+            if holder is None:
+                return
+            self.ending = True
+        holder.kick()
+        self._clock.after(REKICK_NS, lambda: self._end(number))
 
 
 class CounterDeadlines:
@@ -339,7 +429,7 @@ class Vm:
         self.hang_timeout_ns = 0     # 0: no host-side no-progress detector
         self._progress_timer: TimerHandle | None = None
         self._hung_since: int | None = None
-        self._exec_lock = FairLock()
+        self._turns = Turns(clock)
         self._executing = False
         self._end_lock = threading.Lock()
         self._finished = False
@@ -442,25 +532,20 @@ class Vm:
     # -- the run loop ---------------------------------------------------------
 
     def _run_vcpu(self, thread: VcpuThread) -> RunResult:
-        self._exec_lock.acquire(thread, lambda: self.clock.after(VM_SLICE_NS, self._share))
+        if not self._turns.take(thread, urgent=self._signalled(thread.vcpu.index)):
+            return RunResult.BLOCK   # queued: woken when its turn comes
         self._executing = True
         thread.executing = True
+        result = RunResult.EXIT
         try:
-            return self._run_locked(thread)
+            result = self._run_locked(thread)
         finally:
             thread.executing = False
             self._executing = False
-            self._exec_lock.release()
+            result = self._turns.leave(thread, result)
             if self.end is not None:
                 self._finish_if_idle()
-
-    def _share(self) -> None:
-        """A sibling vCPU waits for the VM: end the running one's turn."""
-        if self._exec_lock.contended and self.end is None:
-            for t in self.threads:
-                if t.executing:
-                    t.vcpu.kick()
-            self.clock.after(VM_SLICE_NS, self._share)
+        return result
 
     def _run_locked(self, thread: VcpuThread) -> RunResult:
         # Its run time, exits handled included: what the no-progress detector counts.
@@ -471,6 +556,8 @@ class Vm:
                     return RunResult.EXIT
                 if not thread.powered or self.paused or self.hung:
                     return RunResult.BLOCK
+                if self._turns.ending:
+                    return RunResult.YIELD
                 if thread.injections and not self._deliver_injections(thread):
                     return RunResult.EXIT
                 if thread.stale_tlb or thread.stale_code != set():
@@ -514,10 +601,10 @@ class Vm:
         return RunResult.BLOCK
 
     def _on_preempt(self, thread: VcpuThread, exit_: Exit) -> RunResult | None:
-        # Stopped to take an interrupt: stay on the core. Stopped for the
-        # scheduler (time slice, higher priority, sibling's turn): leave it.
-        if (self._exec_lock.contended or thread.core.should_yield(thread)
-                or not self._deliverable(thread)):
+        # Stopped for the scheduler (time slice, higher priority) or for a
+        # sibling's turn: leave. Otherwise (an interrupt to take, a kick that
+        # came late) go on; the loop injects what is deliverable.
+        if self._turns.ending or thread.core.should_yield(thread):
             return RunResult.YIELD
         return None
 
@@ -526,16 +613,6 @@ class Vm:
     def _signalled(self, cpu: int) -> bool:
         gic = self.gic
         return gic is not None and any(gic.signals(cpu))
-
-    def _deliverable(self, thread: VcpuThread) -> bool:
-        gic = self.gic
-        if gic is None:
-            return False
-        irq, fiq = gic.signals(thread.vcpu.index)
-        if not (irq or fiq):
-            return False
-        pstate = thread.vcpu.pstate
-        return bool((irq and not pstate & PSTATE_I) or (fiq and not pstate & PSTATE_F))
 
     def _inject(self, thread: VcpuThread) -> None:
         """Take a signalled, unmasked interrupt before the slice starts (ARM ARM D1.3)."""
@@ -580,8 +657,8 @@ class Vm:
         if cpu >= len(self.threads) or self.end is not None:
             return
         thread = self.threads[cpu]
-        if not thread.powered:
-            return
+        if not thread.powered or self._turns.hurry(thread):
+            return   # (waiting for its turn: it comes now)
         thread.core.wake(thread)
         if thread.executing:
             self._kick_until_taken(thread)
