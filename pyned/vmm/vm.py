@@ -99,6 +99,8 @@ class Turns:
         self._number = 0        # counts turns, so that a timer knows whether its own is on
         self._started = 0
         self._timed = -1        # the turn whose slice timer is armed
+        # Turns begun, and ended early: at the end of a slice, for a waiter's interrupt.
+        self.counts: collections.Counter[str] = collections.Counter()
 
     def take(self, thread: VcpuThread, urgent: bool) -> bool:
         """Begin ``thread``'s turn; False: it is queued (block it until its core is woken).
@@ -112,13 +114,14 @@ class Turns:
                     self.queue.popleft()
                 self.holder = thread
                 self._next_turn()
+                self.counts["turns"] += 1
             elif thread not in self.queue:
                 self.queue.append(thread)
             number, deadline = self._number, self._arm()
         if deadline is not None:
             self._clock.at(deadline, lambda: self._slice_over(number))
         if not took and urgent:
-            self._end(number)
+            self._end(number, "interrupt")
         return took
 
     def leave(self, thread: VcpuThread, result: RunResult) -> RunResult:
@@ -147,7 +150,7 @@ class Turns:
             if thread not in self.queue:
                 return False
             number = self._number
-        self._end(number)
+        self._end(number, "interrupt")
         return True
 
     def _next_turn(self) -> None:
@@ -173,13 +176,13 @@ class Turns:
                 self._next_turn()
                 head, number, deadline = self.queue[0], self._number, self._arm()
         if head is None:
-            self._end(number)
+            self._end(number, "slice")
             return
         head.core.wake(head)
         if deadline is not None:
             self._clock.at(deadline, lambda: self._slice_over(number))
 
-    def _end(self, number: int) -> None:
+    def _end(self, number: int, why: str | None = None) -> None:
         """Make the holder of turn ``number`` leave: kick it until the turn is over.
 
         A kick between two slices is lost, and one that coincides with another
@@ -189,6 +192,8 @@ class Turns:
             holder = self.holder if number == self._number else None
             if holder is None:
                 return
+            if why is not None and not self.ending:
+                self.counts[why] += 1
             self.ending = True
         holder.kick()
         self._clock.after(REKICK_NS, lambda: self._end(number))
@@ -429,7 +434,9 @@ class Vm:
         self.hang_timeout_ns = 0     # 0: no host-side no-progress detector
         self._progress_timer: TimerHandle | None = None
         self._hung_since: int | None = None
-        self._turns = Turns(clock)
+        self.turns = Turns(clock)
+        # Broadcast TLB and instruction-cache maintenance its vCPUs passed on.
+        self.broadcasts: collections.Counter[str] = collections.Counter()
         self._executing = False
         self._end_lock = threading.Lock()
         self._finished = False
@@ -532,7 +539,7 @@ class Vm:
     # -- the run loop ---------------------------------------------------------
 
     def _run_vcpu(self, thread: VcpuThread) -> RunResult:
-        if not self._turns.take(thread, urgent=self._signalled(thread.vcpu.index)):
+        if not self.turns.take(thread, urgent=self._signalled(thread.vcpu.index)):
             return RunResult.BLOCK   # queued: woken when its turn comes
         self._executing = True
         thread.executing = True
@@ -542,7 +549,7 @@ class Vm:
         finally:
             thread.executing = False
             self._executing = False
-            result = self._turns.leave(thread, result)
+            result = self.turns.leave(thread, result)
             if self.end is not None:
                 self._finish_if_idle()
         return result
@@ -556,7 +563,7 @@ class Vm:
                     return RunResult.EXIT
                 if not thread.powered or self.paused or self.hung:
                     return RunResult.BLOCK
-                if self._turns.ending:
+                if self.turns.ending:
                     return RunResult.YIELD
                 if thread.injections and not self._deliver_injections(thread):
                     return RunResult.EXIT
@@ -604,7 +611,7 @@ class Vm:
         # Stopped for the scheduler (time slice, higher priority) or for a
         # sibling's turn: leave. Otherwise (an interrupt to take, a kick that
         # came late) go on; the loop injects what is deliverable.
-        if self._turns.ending or thread.core.should_yield(thread):
+        if self.turns.ending or thread.core.should_yield(thread):
             return RunResult.YIELD
         return None
 
@@ -657,7 +664,7 @@ class Vm:
         if cpu >= len(self.threads) or self.end is not None:
             return
         thread = self.threads[cpu]
-        if not thread.powered or self._turns.hurry(thread):
+        if not thread.powered or self.turns.hurry(thread):
             return   # (waiting for its turn: it comes now)
         thread.core.wake(thread)
         if thread.executing:
@@ -814,6 +821,7 @@ class Vm:
         Only one vCPU of a VM runs at a time, so applying it before a sibling
         next runs is as good as the hardware's broadcast.
         """
+        self.broadcasts[what] += 1
         for t in self.threads:
             if t.vcpu.index == cpu:
                 continue
