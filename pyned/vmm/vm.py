@@ -954,7 +954,7 @@ class Vm:
 
 def _safe_pc(vcpu: Vcpu) -> int:
     try:
-        return vcpu.pc
+        return vcpu.pc_from_any_thread()
     except Exception:
         return 0
 

@@ -286,3 +286,28 @@ def test_unmask_watch_stops_in_code_that_already_ran(cpu):
         guard.cancel()
         cpu.unwatch()
         assert (exit_.kind, exit_.payload, cpu.pc) == (ExitKind.STOP, "unmasked", BASE + 12)
+
+
+def test_a_pc_read_on_another_thread_never_changes_what_the_vcpu_writes(cpu):
+    # Reports (the watchdog, the hang detector) read PC on the clock thread
+    # while the vCPU's own thread writes registers.
+    import threading
+
+    cpu.reset(entry=BASE)
+    stop = threading.Event()
+
+    def reports():
+        while not stop.is_set():
+            cpu.pc_from_any_thread()
+
+    reader = threading.Thread(target=reports)
+    reader.start()
+    wrong = 0
+    try:
+        for _ in range(50_000):
+            cpu.set_x(5, 0x1111)
+            wrong += cpu.x(5) != 0x1111
+    finally:
+        stop.set()
+        reader.join()
+    assert wrong == 0
