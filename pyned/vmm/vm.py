@@ -102,11 +102,8 @@ class Turns:
         # Turns begun, and ended early: at the end of a slice, for a waiter's interrupt.
         self.counts: collections.Counter[str] = collections.Counter()
 
-    def take(self, thread: VcpuThread, urgent: bool) -> bool:
-        """Begin ``thread``'s turn; False: it is queued (block it until its core is woken).
-
-        ``urgent``: it has an interrupt signalled, so the current turn ends now.
-        """
+    def take(self, thread: VcpuThread) -> bool:
+        """Begin ``thread``'s turn; False: it is queued (block it until its core is woken)."""
         with self._lock:
             took = self.holder is None and (not self.queue or self.queue[0] is thread)
             if took:
@@ -120,8 +117,6 @@ class Turns:
             number, deadline = self._number, self._arm()
         if deadline is not None:
             self._clock.at(deadline, lambda: self._slice_over(number))
-        if not took and urgent:
-            self._end(number, "interrupt")
         return took
 
     def leave(self, thread: VcpuThread, result: RunResult) -> RunResult:
@@ -539,8 +534,12 @@ class Vm:
     # -- the run loop ---------------------------------------------------------
 
     def _run_vcpu(self, thread: VcpuThread) -> RunResult:
-        if not self.turns.take(thread, urgent=self._signalled(thread.vcpu.index)):
-            return RunResult.BLOCK   # queued: woken when its turn comes
+        if not self.turns.take(thread):
+            # Queued: its core wakes it when its turn comes, at once if it
+            # has an interrupt to take (woken from wfi by an IPI, say).
+            if self._signalled(thread.vcpu.index):
+                self.turns.hurry(thread)
+            return RunResult.BLOCK
         self._executing = True
         thread.executing = True
         result = RunResult.EXIT

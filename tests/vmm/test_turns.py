@@ -42,26 +42,26 @@ def turns():
 def test_the_turn_goes_to_the_first_waiter_and_its_core_is_woken():
     clock, t = turns()
     a, b, c = Cpu("a"), Cpu("b"), Cpu("c")
-    assert t.take(a, urgent=False)
-    assert not t.take(b, urgent=False) and not t.take(c, urgent=False)
+    assert t.take(a)
+    assert not t.take(b) and not t.take(c)
     assert t.leave(a, RunResult.BLOCK) is RunResult.BLOCK
     assert b.woken.is_set() and not c.woken.is_set()
     # Kept for b: neither c nor a newcomer takes it first.
-    assert not t.take(c, urgent=False) and not t.take(a, urgent=False)
-    assert t.take(b, urgent=False) and t.holder is b
+    assert not t.take(c) and not t.take(a)
+    assert t.take(b) and t.holder is b
     clock.stop()
 
 
 def test_one_that_yields_while_others_wait_queues_behind_them():
     clock, t = turns()
     a, b = Cpu("a"), Cpu("b")
-    t.take(a, urgent=False)
-    t.take(b, urgent=False)
+    t.take(a)
+    t.take(b)
     assert t.leave(a, RunResult.YIELD) is RunResult.BLOCK
     assert list(t.queue) == [b, a]
-    t.take(b, urgent=False)
+    t.take(b)
     assert t.leave(b, RunResult.BLOCK) is RunResult.BLOCK and a.woken.is_set()   # b idles
-    assert t.take(a, urgent=False)
+    assert t.take(a)
     assert t.leave(a, RunResult.YIELD) is RunResult.YIELD   # nobody waits: stays runnable
     clock.stop()
 
@@ -70,10 +70,10 @@ def test_a_turn_lasts_one_slice_while_others_wait_then_its_holder_is_kicked_unti
     clock, t = turns()
     a, b = Cpu("a"), Cpu("b")
     start = time.monotonic_ns()
-    t.take(a, urgent=False)
+    t.take(a)
     time.sleep(SLICE_NS / 2e9)
     assert not a.kicks                       # alone: no limit
-    t.take(b, urgent=False)
+    t.take(b)
     until(lambda: a.kicks)
     assert t.ending and a.kicks[0] - start >= SLICE_NS
     until(lambda: len(a.kicks) > 2)          # again: a kick between two slices is lost
@@ -90,15 +90,15 @@ def test_timers_of_earlier_turns_never_cut_a_later_one_short():
     # lived as long as anyone waited, so a busy SMP boot gathered hundreds.
     clock, t = turns()
     a, b = Cpu("a"), Cpu("b")
-    t.take(a, urgent=False)
-    t.take(b, urgent=False)
+    t.take(a)
+    t.take(b)
     holder, waiter = a, b
     for _ in range(300):
         t.leave(holder, RunResult.YIELD)
         holder, waiter = waiter, holder
         holder.kicks.clear()
         begun = time.monotonic_ns()
-        assert t.take(holder, urgent=False)
+        assert t.take(holder)
     until(lambda: holder.kicks)
     assert holder.kicks[0] - begun >= SLICE_NS
     clock.stop()
@@ -107,25 +107,25 @@ def test_timers_of_earlier_turns_never_cut_a_later_one_short():
 def test_an_interrupt_for_a_waiter_ends_the_turn_at_once():
     clock, t = turns()
     a, b, c = Cpu("a"), Cpu("b"), Cpu("c")
-    t.take(a, urgent=False)
+    t.take(a)
     assert not t.hurry(b)                    # not waiting: nothing to hurry
-    t.take(b, urgent=False)
+    t.take(b)
     assert t.hurry(b) and t.ending and a.kicks
     t.leave(a, RunResult.YIELD)
-    t.take(b, urgent=False)
-    assert not t.take(c, urgent=True)        # queued with an interrupt signalled
-    assert t.ending and b.kicks
+    t.take(b)
+    assert not t.take(c) and not t.ending
+    assert t.hurry(c) and t.ending and b.kicks
     clock.stop()
 
 
 def test_a_turn_its_vcpu_does_not_come_for_passes_on_after_a_slice():
     clock, t = turns()
     a, b = Cpu("a"), Cpu("b")
-    t.take(a, urgent=False)
-    t.take(b, urgent=False)
+    t.take(a)
+    t.take(b)
     t.leave(a, RunResult.BLOCK)              # kept for b; b's core runs something else
     a.woken.clear()
-    assert not t.take(a, urgent=False)
+    assert not t.take(a)
     assert a.woken.wait(2)
-    assert t.take(a, urgent=False) and list(t.queue) == [b]
+    assert t.take(a) and list(t.queue) == [b]
     clock.stop()
