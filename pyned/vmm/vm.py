@@ -164,7 +164,7 @@ class Turns:
         with self._lock:
             if number != self._number or not self.queue:
                 return
-            head = None
+            head, deadline = None, None
             if self.holder is None:
                 # Kept for a vCPU whose core has not run it for a slice: pass it on.
                 self.queue.rotate(-1)
