@@ -85,8 +85,10 @@ class Core:
             ent.kick()
 
     def should_yield(self, ent: Schedulable) -> bool:
-        """Whether ``ent``, running here, ought to give the core up now."""
+        """Whether ``ent``, running here, ought to give the core up now (also: the core stops)."""
         with self._cond:
+            if self._stopped:
+                return True
             best = self._best_waiting_prio()
             if best is None:
                 return False
@@ -163,11 +165,13 @@ class Core:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                ent = self._pick()
+                # Stopped before picking: a thread taken off its queue here
+                # would stay "runnable" in no queue, and a later remove() fail.
+                ent = None if self._stopped else self._pick()
                 while ent is None and not self._stopped:
                     self._cond.wait()
-                    ent = self._pick()
-                if self._stopped:
+                    ent = None if self._stopped else self._pick()
+                if ent is None:
                     return
                 self._state[ent] = "running"
                 self._slice_over = False

@@ -113,3 +113,13 @@ def test_reset_starts_a_fresh_vm_with_zeroed_ram_and_keeps_the_task():
         g.task.kill()
         assert b.wait() == 0
         assert b.system.journal.entries(vm="vm1")[-1].event == "killed"
+
+
+def test_stopping_the_cores_takes_a_computing_vcpu_out_of_the_emulator():
+    # Scheduler.stop's promise: a core thread left inside Unicorn when the
+    # interpreter exits crashes the process.
+    with Booted(source=PRE + 'vmm.start_vm{ id = 1, kernel = "rom/busy.elf", '
+                             'fdt = "rom/virt-r82.dtb" }\n') as b:
+        b.expect("vm1", "busy: started")
+        b.system.scheduler.stop(wait_s=2.0)
+        assert not any(c._thread.is_alive() for c in b.system.scheduler.cores)
