@@ -133,6 +133,19 @@ class Mode(Enum):
     BUFFER_CONFIRM = "buffered program: confirm"
 
 
+# The mode a command written in read mode enters.
+_FIRST_CYCLE = {
+    FlashCmd.READ_ARRAY: Mode.READ_ARRAY, FlashCmd.AMD_RESET: Mode.READ_ARRAY,
+    FlashCmd.READ_STATUS: Mode.READ_STATUS, FlashCmd.READ_ID: Mode.READ_ID,
+    FlashCmd.CFI_QUERY: Mode.CFI_QUERY,
+    FlashCmd.PROGRAM: Mode.PROGRAM, FlashCmd.PROGRAM_ALT: Mode.PROGRAM,
+    FlashCmd.BLOCK_ERASE: Mode.ERASE, FlashCmd.LOCK_SETUP: Mode.LOCK,
+    FlashCmd.WRITE_TO_BUFFER: Mode.BUFFER_COUNT,   # reads give the status: the buffer is free
+    # Nothing runs that could be suspended or resumed.
+    FlashCmd.SUSPEND: Mode.READ_STATUS, FlashCmd.CONFIRM: Mode.READ_STATUS,
+}
+
+
 class CfiFlash:
     """One flash bank: its storage, command state machine and status register."""
 
@@ -288,32 +301,17 @@ class CfiFlash:
             self._first_cycle(offset, cmd)
 
     def _first_cycle(self, offset: int, cmd: int) -> None:
-        if cmd in (FlashCmd.READ_ARRAY, FlashCmd.AMD_RESET):
-            self.mode = Mode.READ_ARRAY
-        elif cmd == FlashCmd.READ_STATUS:
-            self.mode = Mode.READ_STATUS
-        elif cmd == FlashCmd.READ_ID:
-            self.mode = Mode.READ_ID
-        elif cmd == FlashCmd.CFI_QUERY:
-            self.mode = Mode.CFI_QUERY
-        elif cmd == FlashCmd.CLEAR_STATUS:
+        if cmd == FlashCmd.CLEAR_STATUS:
             self.status = Status.READY
-        elif cmd in (FlashCmd.PROGRAM, FlashCmd.PROGRAM_ALT):
-            self.mode = Mode.PROGRAM
-        elif cmd == FlashCmd.BLOCK_ERASE:
-            self.mode = Mode.ERASE
-        elif cmd == FlashCmd.LOCK_SETUP:
-            self.mode = Mode.LOCK
-        elif cmd == FlashCmd.WRITE_TO_BUFFER:
-            self.mode = Mode.BUFFER_COUNT   # reads give the status: the buffer is free
-        elif cmd in (FlashCmd.SUSPEND, FlashCmd.CONFIRM):
-            self.mode = Mode.READ_STATUS    # nothing runs that could be suspended or resumed
-        else:
+            return
+        mode = _FIRST_CYCLE.get(cmd)
+        if mode is None:
             if cmd not in self._warned:
                 self._warned.add(cmd)
                 self._log(f"cfi-flash: unknown command {cmd:#04x} at {offset:#x}; "
                           f"back to read array")
-            self.mode = Mode.READ_ARRAY
+            mode = Mode.READ_ARRAY
+        self.mode = mode
 
     def _second_cycle_done(self, ok: bool) -> None:
         if not ok:  # Intel: an improper command sequence sets both error bits
