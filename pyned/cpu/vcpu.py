@@ -92,7 +92,7 @@ class _RawRegs:
     def __init__(self, uc: Uc) -> None:
         # The same library, without the binding's argument prototypes, whose
         # conversions cost as much again as the call.
-        lib = ctypes.CDLL(uclib._name)
+        lib = ctypes.PyDLL(uclib._name)
         self._uch = ctypes.c_void_p(uc._uch.value)
         self._buf = ctypes.c_uint64()
         self._ref = ctypes.byref(self._buf)
