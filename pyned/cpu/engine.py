@@ -51,6 +51,15 @@ instruction. Unicorn placed the hook's "handled" branch after the undefined
 instruction exception and so fell off the block's end with the PC still on
 the access; pyned had to end the slice there and step over it from outside,
 an exit and a re-entry for every interrupt acknowledge and end of interrupt.
+
+Patch level 5: a stop that hands the GIL over. The vCPU leaves the engine
+within about a microsecond of ``uc_emu_stop``, but the thread that stopped it
+holds the GIL again by then, so the vCPU's thread sleeps on the GIL and the
+host takes 15-30 µs to wake it once the GIL is free. ``uc_pyned_stop_and_wait``
+stops and then spins, its caller's GIL released, until the vCPU's thread
+says it is back in Python (or a time limit passes); the stopping thread is
+the one that sleeps. That is what a deadline that preempts a running vCPU
+wants: the vCPU has the urgent work.
 """
 
 from __future__ import annotations
@@ -63,10 +72,10 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 UNICORN_VERSION = "2.1.4"
-PATCH_LEVEL = 4
+PATCH_LEVEL = 5
 LIB_NAME = "libunicorn.so.2"
 
 
@@ -145,6 +154,18 @@ def invalidate_phys(uc: object, pa: int, length: int) -> bool:
     return lib.uc_pyned_invalidate_phys(ctypes.c_void_p(uc._uch.value), pa, length) == 0  # type: ignore
 
 
+def stop_and_wait(uc: object) -> Callable[[ctypes.c_int32, int], bool] | None:
+    """``fn(back, max_ns)``: stop ``uc``, then wait until ``back`` is non-zero (patch level 5).
+
+    The wait releases the GIL; True if ``back`` was set within ``max_ns``.
+    """
+    if patch_level() < 5:
+        return None
+    fn = _raw_lib().uc_pyned_stop_and_wait
+    handle = ctypes.c_void_p(uc._uch.value)  # type: ignore[attr-defined]
+    return lambda back, max_ns: fn(handle, ctypes.addressof(back), max_ns) == 1
+
+
 def _raw_lib() -> ctypes.CDLL:
     from unicorn.unicorn_py3.unicorn import uclib
 
@@ -156,6 +177,9 @@ def _raw_lib() -> ctypes.CDLL:
     if hasattr(lib, "uc_pyned_invalidate_phys"):
         lib.uc_pyned_invalidate_phys.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64]
         lib.uc_pyned_invalidate_phys.restype = ctypes.c_int
+    if hasattr(lib, "uc_pyned_stop_and_wait"):
+        lib.uc_pyned_stop_and_wait.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64]
+        lib.uc_pyned_stop_and_wait.restype = ctypes.c_int
     if hasattr(lib, "uc_pyned_trap_sysreg"):
         lib.uc_pyned_trap_sysreg.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int]
         lib.uc_pyned_trap_sysreg.restype = ctypes.c_int
@@ -312,6 +336,28 @@ uc_err uc_pyned_trap_sysreg(uc_engine *uc, uint32_t key, int on)
 
 """
 
+_STOP_AND_WAIT_API = """// pyned: uc_emu_stop, then wait (spinning: this is for microseconds) until
+// the emulating thread has set *back, or max_ns have passed. 1: it did.
+UNICORN_EXPORT
+int uc_pyned_stop_and_wait(uc_engine *uc, volatile int32_t *back, uint64_t max_ns)
+{
+    struct timespec t0, t;
+    int64_t waited;
+
+    uc_emu_stop(uc);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (!__atomic_load_n(back, __ATOMIC_ACQUIRE)) {
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        waited = (int64_t)(t.tv_sec - t0.tv_sec) * 1000000000 + (t.tv_nsec - t0.tv_nsec);
+        if (waited >= (int64_t)max_ns) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+"""
+
 _HANDLED_OLD = """static void may_gen_set_label(DisasContext *s, TCGLabel *label) {
     if (label) {
         gen_set_label(s->uc->tcg_ctx, label);
@@ -347,7 +393,8 @@ _EDITS: list[tuple[str, str, str, int]] = [
      f"UNICORN_EXPORT\nint uc_pyned_patch_level(void)\n{{\n    return {PATCH_LEVEL};\n}}\n\n"
      "UNICORN_EXPORT\nuint64_t *uc_pyned_insn_counter(uc_engine *uc)\n{\n"
      "    return &uc->pyned_insns;\n}\n\n"
-     + _SYSREG_FILTER_API + "UNICORN_EXPORT\nuc_err uc_hook_del(uc_engine *uc, uc_hook hh)", 1),
+     + _SYSREG_FILTER_API + _STOP_AND_WAIT_API
+     + "UNICORN_EXPORT\nuc_err uc_hook_del(uc_engine *uc, uc_hook hh)", 1),
     ("include/uc_priv.h", "    bool init_done;       // Whether the initialization is done.\n",
      "    bool init_done;       // Whether the initialization is done.\n"
      "    uint64_t pyned_insns; // pyned: guest instructions executed\n", 1),

@@ -10,7 +10,7 @@ from unicorn import UC_ARCH_ARM64, UC_HOOK_INTR, UC_MODE_ARM, Uc
 from unicorn import arm64_const as A
 
 from pyned.cpu.engine import (apply_patch, exception_pointers, insn_counter, patch_level,
-                              patched)
+                              patched, stop_and_wait)
 
 # loop: ldr x1, [x1]; add x3, x3, #1; b loop
 LOOP = struct.pack("<III", 0xF9400021, 0x91000463, 0x17FFFFFE)
@@ -176,3 +176,34 @@ def test_a_stop_at_block_entry_keeps_the_pc_while_a_narrow_code_hook_exists():
     stops, wrong = _stops_under_kicks(uc, 0x1000, wrong_at)
     assert stops > 100
     assert wrong == 0
+
+
+@pytest.mark.skipif(patch_level() < 5, reason="the engine has no stop that waits")
+def test_a_stop_that_waits_returns_once_the_emulating_thread_is_back():
+    uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+    uc.mem_map(0x1000, 0x1000)
+    uc.mem_write(0x1000, struct.pack("<II", 0x91000463, 0x17FFFFFF))   # add x3,#1; b .-4
+    back = ctypes.c_int32(0)
+    started, returned = threading.Event(), []
+
+    def emulate():
+        started.set()
+        uc.emu_start(0x1000, 0xFFFF_FFFF_FFFF_FFFC)
+        returned.append(uc.reg_read(A.UC_ARM64_REG_X3))
+        back.value = 1
+
+    thread = threading.Thread(target=emulate, daemon=True)
+    thread.start()
+    started.wait(1)
+    time.sleep(0.05)            # well inside the loop
+    stop = stop_and_wait(uc)
+    assert stop is not None
+    # The wait releases the GIL, or the emulating thread could never set the flag.
+    assert stop(back, 1_000_000_000)
+    assert returned and returned[0] > 0
+    thread.join(1)
+    # Nobody sets the flag: the wait gives up after its limit.
+    back.value = 0
+    t0 = time.monotonic()
+    assert not stop(back, 2_000_000)
+    assert 0.002 <= time.monotonic() - t0 < 0.5
