@@ -66,6 +66,10 @@ class RawHooks:
             self.error = exc
         self._stop(self._uch)
 
+    def stop(self) -> None:
+        """``uc_emu_stop`` with the GIL released and no binding layer (any thread)."""
+        self._stop(self._uch)
+
     def raise_pending(self) -> None:
         """Re-raise the first exception a callback hit during the last ``emu_start``."""
         if self.error is not None:

@@ -70,6 +70,9 @@ _UNMASK_SCAN = 64
 # Reset VBAR_EL1 (architecturally UNKNOWN) to an address that is never RAM,
 # so "the guest has no vector table yet" is simply "VBAR is not in RAM".
 VBAR_RESET = 0xFFFF_FFFF_FFFF_F800
+# A hand-over kick waits this long at most for the vCPU to be back in Python.
+HAND_OVER_NS = 50_000
+
 # emu_start needs an end address; one the guest can never reach.
 _UNTIL = 0xFFFF_FFFF_FFFF_FFFC
 # The same exception at the same PC this many times in a row is a fault loop.
@@ -237,6 +240,8 @@ class Vcpu:
         self._pending_exit: Exit | None = None
         self._kick_lock = threading.Lock()
         self._kicked = False
+        # 0 while this vCPU is inside emu_start; a hand-over kick waits for 1.
+        self._back = ctypes.c_int32(1)
         self._fault_key: tuple[int, int, int] | None = None
         self._fault_repeats = 0
         self._unmask_hook: int | None = None
@@ -253,6 +258,7 @@ class Vcpu:
         self._run_since = 0
         self._init_el2_el3(midr)
         self._hooks = RawHooks(self.uc)
+        self._stop_and_wait = engine.stop_and_wait(self.uc)
         self._hooks.intr(self._on_intr)
         if len(sysregs):
             self._hooks.sysreg(A.UC_ARM64_INS_MRS, self._on_mrs)
@@ -452,7 +458,11 @@ class Vcpu:
         start = self.pc
         self._run_since = time.perf_counter_ns()
         try:
-            self.uc.emu_start(start, _UNTIL)
+            self._back.value = 0
+            try:
+                self.uc.emu_start(start, _UNTIL)
+            finally:
+                self._back.value = 1
             self._hooks.raise_pending()
         except UcError as err:
             if self._pending_exit is None:
@@ -583,11 +593,21 @@ class Vcpu:
     def _base_reg(self, n: int) -> int:
         return self.uc.reg_read(A.UC_ARM64_REG_SP if n == 31 else _X_REGS[n])
 
-    def kick(self) -> None:
-        """Ask a running vCPU to return from ``run()`` soon (any thread)."""
+    def kick(self, hand_over: bool = False) -> None:
+        """Ask a running vCPU to return from ``run()`` soon (any thread).
+
+        ``hand_over``: the caller's work is done and the vCPU's is urgent (a
+        deadline that preempts it). The caller then waits, its GIL released,
+        until the vCPU's thread is back in Python (at most HAND_OVER_NS), so
+        that thread finds the GIL free instead of sleeping on it (engine.py,
+        patch level 5).
+        """
         with self._kick_lock:
             self._kicked = True
-        self.uc.emu_stop()
+        if hand_over and self._stop_and_wait is not None and not self._back.value:
+            self._stop_and_wait(self._back, HAND_OVER_NS)
+        else:
+            self._hooks.stop()
 
     def request_exit(self, exit_: Exit) -> None:
         """From a hook: end this ``run()`` with ``exit_`` (first request wins)."""

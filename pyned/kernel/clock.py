@@ -52,6 +52,7 @@ class Clock:
         self._seq = itertools.count()
         self._cond = threading.Condition()
         self._stopped = False
+        self._deferred: list[Callable[[], None]] = []
         self._thread = threading.Thread(target=self._serve, name="pyned-clock", daemon=True)
         self._thread.start()
 
@@ -65,6 +66,18 @@ class Clock:
 
     def after(self, delay_ns: int, callback: Callable[[], None]) -> TimerHandle:
         return self.at(now_ns() + delay_ns, callback)
+
+    def defer(self, fn: Callable[[], None]) -> bool:
+        """From inside a callback: run ``fn`` on the clock thread once the callback has returned.
+
+        For work that must happen after the callback's locks are released (a
+        kick that hands the GIL to the kicked vCPU). False on any other
+        thread: the caller does the work itself.
+        """
+        if threading.get_ident() != self._thread.ident:
+            return False
+        self._deferred.append(fn)
+        return True
 
     def stop(self) -> None:
         with self._cond:
@@ -89,8 +102,14 @@ class Clock:
                     return
                 _, _, handle = heapq.heappop(self._heap)
             if not handle.cancelled:
-                try:
-                    handle.callback()
-                except Exception:  # a callback's failure must not stop time
-                    import traceback
-                    traceback.print_exc()
+                self._call(handle.callback)
+            while self._deferred:
+                self._call(self._deferred.pop(0))
+
+    @staticmethod
+    def _call(fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except Exception:  # a callback's failure must not stop time
+            import traceback
+            traceback.print_exc()

@@ -33,7 +33,7 @@ class Schedulable(Protocol):
 
     def run(self) -> RunResult: ...
 
-    def kick(self) -> None: ...
+    def kick(self, hand_over: bool = False) -> None: ...
 
 
 class Core:
@@ -138,7 +138,10 @@ class Core:
         cur = self.current
         if cur is None or dispatch != self._dispatch:
             return
-        cur.kick()
+        # From a deadline: after the callback, handing the GIL to the core's
+        # thread (see Vcpu.kick), which runs the preempting thread next.
+        if not self._clock.defer(lambda: cur.kick(hand_over=True)):
+            cur.kick()
         self._rekick_timer = self._clock.after(REKICK_NS, lambda: self._rekick(dispatch))
 
     def _rekick(self, dispatch: int) -> None:

@@ -393,8 +393,8 @@ class VcpuThread:
         return (self.irqs_taken + self.vcpu.hypercalls + self.vcpu.exceptions
                 + self.vcpu.sysreg_traps + exits["wfi"] + self.vm.bus.accesses)
 
-    def kick(self) -> None:
-        self.vcpu.kick()
+    def kick(self, hand_over: bool = False) -> None:
+        self.vcpu.kick(hand_over)
 
     def run(self) -> RunResult:
         return self.vm._run_vcpu(self)
@@ -673,7 +673,9 @@ class Vm:
         # A stop requested between two emu_start calls is lost, and a guest
         # may unmask with msr daifclr, which cannot be trapped: kick again
         # every REKICK_NS while the interrupt is still signalled.
-        thread.vcpu.kick()
+        vcpu = thread.vcpu
+        if not self.clock.defer(lambda: vcpu.kick(hand_over=True)):
+            vcpu.kick()
         if thread.rekick is not None:
             thread.rekick.cancel()
         self._rekick_later(thread)

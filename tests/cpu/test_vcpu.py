@@ -198,6 +198,27 @@ def test_system_calls_under_asynchronous_stops_never_repeat_or_lose_instructions
     assert wrong == []
 
 
+@pytest.mark.skipif(__import__("pyned.cpu.engine").cpu.engine.patch_level() < 5,
+                    reason="the engine has no stop that waits")
+def test_a_hand_over_kick_returns_once_the_vcpu_is_out_of_the_engine(cpu):
+    import threading
+    import time
+
+    cpu.load(BASE, [0x14000000])                 # b .
+    cpu.reset(entry=BASE)
+    exits = []
+    thread = threading.Thread(target=lambda: exits.append(cpu.run()), daemon=True)
+    thread.start()
+    time.sleep(0.05)
+    t0 = time.perf_counter()
+    cpu.kick(hand_over=True)
+    waited = time.perf_counter() - t0
+    # The kicked thread ran on to the end of run() while the kicker waited for the GIL.
+    assert exits and exits[0].kind == ExitKind.PREEMPT and exits[0].payload is True
+    assert waited < 1.0
+    thread.join(1)
+
+
 def test_a_system_call_loop_is_not_a_fault_loop(cpu):
     cpu.load(BASE, [svc(1), 0x17FFFFFF])         # svc #1; b .-4
     cpu.load(BASE + 0x8400, [0xD69F03E0])        # eret

@@ -29,6 +29,25 @@ def test_deadline_is_not_early():
     assert t[0] - start >= 5_000_000
 
 
+def test_work_deferred_by_a_callback_runs_after_it_on_the_clock_thread():
+    clock = Clock()
+    order = []
+    done = threading.Event()
+
+    def callback():
+        assert clock.defer(lambda: (order.append(("deferred", threading.get_ident())),
+                                    done.set()))
+        order.append(("callback", threading.get_ident()))
+
+    clock.after(1_000_000, callback)
+    assert done.wait(1)
+    clock.stop()
+    assert [what for what, _ in order] == ["callback", "deferred"]
+    assert order[0][1] == order[1][1] != threading.get_ident()
+    # Elsewhere nothing is deferred: the caller acts itself.
+    assert not clock.defer(lambda: None)
+
+
 def test_task_exits_once_and_notifies():
     tasks = TaskTable()
     t = tasks.create("x")

@@ -22,7 +22,7 @@ class Spinner:
             return RunResult.EXIT
         return RunResult.YIELD
 
-    def kick(self):
+    def kick(self, hand_over=False):
         self.kicked.set()
 
 
@@ -37,7 +37,7 @@ class Sleeper:
         self.ran.set()
         return RunResult.BLOCK
 
-    def kick(self):
+    def kick(self, hand_over=False):
         pass
 
 

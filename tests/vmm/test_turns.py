@@ -19,7 +19,7 @@ class Cpu:
         self.kicks = []          # monotonic ns of each kick
         self.woken = threading.Event()
 
-    def kick(self):
+    def kick(self, hand_over=False):
         self.kicks.append(time.monotonic_ns())
 
     def wake(self, who):
