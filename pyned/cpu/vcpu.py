@@ -181,6 +181,9 @@ class ExitKind(Enum):
     UNBACKED = "unbacked"  # an access outside the VM's memory (payload: FaultReport)
 
 
+_EXIT_NAMES = {kind: kind.value for kind in ExitKind}   # Enum.value is a slow descriptor
+
+
 @dataclass
 class FaultReport:
     """Why a VM cannot continue: what uvmm prints before halting a VM."""
@@ -493,7 +496,7 @@ class Vcpu:
         else:
             exit_ = Exit(ExitKind.PREEMPT, kicked)
         # By reason: a stop counts as what it was for (sysreg, unmasked, cpu_off, standby).
-        self.exits[exit_.payload if exit_.kind is ExitKind.STOP else exit_.kind.value] += 1
+        self.exits[exit_.payload if exit_.kind is ExitKind.STOP else _EXIT_NAMES[exit_.kind]] += 1
         return exit_
 
     def run_time_ns(self) -> int:

@@ -36,6 +36,17 @@ class Schedulable(Protocol):
     def kick(self, hand_over: bool = False) -> None: ...
 
 
+def urgent_kick(clock: Clock, ent: Schedulable) -> None:
+    """Kick ``ent``, whose thread has urgent work next (a preemption, an interrupt).
+
+    From a deadline's callback the kick waits until the callback has returned
+    (its locks released) and then hands the GIL to ``ent``'s thread
+    (``Vcpu.kick``); from any other thread it is a plain kick.
+    """
+    if not clock.defer(lambda: ent.kick(hand_over=True)):
+        ent.kick()
+
+
 class Core:
     def __init__(self, index: int, clock: Clock, slice_ns: int = DEFAULT_SLICE_NS) -> None:
         self.index = index
@@ -111,10 +122,14 @@ class Core:
 
     # -- internals ----------------------------------------------------------
 
-    def _make_runnable(self, ent: Schedulable) -> None:
+    def _make_runnable(self, ent: Schedulable, from_core: bool = False) -> None:
         self._state[ent] = "runnable"
-        self._queues.setdefault(ent.prio, collections.deque()).append(ent)
-        self._cond.notify()
+        queue = self._queues.get(ent.prio)
+        if queue is None:
+            queue = self._queues[ent.prio] = collections.deque()
+        queue.append(ent)
+        if not from_core:   # only the core's own thread waits on _cond
+            self._cond.notify()
         cur = self.current
         if cur is None:
             return
@@ -138,10 +153,7 @@ class Core:
         cur = self.current
         if cur is None or dispatch != self._dispatch:
             return
-        # From a deadline: after the callback, handing the GIL to the core's
-        # thread (see Vcpu.kick), which runs the preempting thread next.
-        if not self._clock.defer(lambda: cur.kick(hand_over=True)):
-            cur.kick()
+        urgent_kick(self._clock, cur)
         self._rekick_timer = self._clock.after(REKICK_NS, lambda: self._rekick(dispatch))
 
     def _rekick(self, dispatch: int) -> None:
@@ -207,7 +219,7 @@ class Core:
                     self._state[ent] = "blocked"
                 else:
                     self._wake_pending.discard(ent)
-                    self._make_runnable(ent)
+                    self._make_runnable(ent, from_core=True)
 
 
 class Scheduler:

@@ -38,7 +38,7 @@ from pyned.devices.timer import GenericTimer
 from pyned.devices.vm_print import VM_PRINT_FID, VmPrint
 from pyned.kernel.clock import Clock, TimerHandle
 from pyned.kernel.mpu import MpuMap
-from pyned.kernel.scheduler import REKICK_NS, Core, RunResult
+from pyned.kernel.scheduler import REKICK_NS, Core, RunResult, urgent_kick
 from pyned.platform.board import MemRange
 from pyned.vmm.bus import MmioBus, ReplayGuard
 from pyned.vmm.devicetree import DeviceTree
@@ -190,7 +190,7 @@ class Turns:
             if why is not None and not self.ending:
                 self.counts[why] += 1
             self.ending = True
-        holder.kick()
+        urgent_kick(self._clock, holder)
         self._clock.after(REKICK_NS, lambda: self._end(number))
 
 
@@ -673,9 +673,7 @@ class Vm:
         # A stop requested between two emu_start calls is lost, and a guest
         # may unmask with msr daifclr, which cannot be trapped: kick again
         # every REKICK_NS while the interrupt is still signalled.
-        vcpu = thread.vcpu
-        if not self.clock.defer(lambda: vcpu.kick(hand_over=True)):
-            vcpu.kick()
+        urgent_kick(self.clock, thread)
         if thread.rekick is not None:
             thread.rekick.cancel()
         self._rekick_later(thread)
