@@ -13,7 +13,7 @@ from __future__ import annotations
 import collections
 import threading
 from enum import Enum
-from typing import Protocol
+from typing import Callable, Protocol
 
 from pyned.kernel.clock import Clock, TimerHandle, now_ns
 
@@ -36,15 +36,22 @@ class Schedulable(Protocol):
     def kick(self, hand_over: bool = False) -> None: ...
 
 
-def urgent_kick(clock: Clock, ent: Schedulable) -> None:
-    """Kick ``ent``, whose thread has urgent work next (a preemption, an interrupt).
+def urgent_kick(clock: Clock, ent: Schedulable, then: Callable[[], None]) -> None:
+    """Kick ``ent``, whose thread has urgent work next (a preemption, an interrupt), then
+    call ``then`` (which arms the re-kick: a kick between two slices is lost).
 
-    From a deadline's callback the kick waits until the callback has returned
-    (its locks released) and then hands the GIL to ``ent``'s thread
-    (``Vcpu.kick``); from any other thread it is a plain kick.
+    From a deadline's callback both wait until the callback has returned (its
+    locks released), and the kick hands the GIL to ``ent``'s thread
+    (``Vcpu.kick``), so ``then`` runs once that thread lets go of it; from any
+    other thread it is a plain kick, and ``then`` follows at once.
     """
-    if not clock.defer(lambda: ent.kick(hand_over=True)):
+    def kick_then() -> None:
+        ent.kick(hand_over=True)
+        then()
+
+    if not clock.defer(kick_then):
         ent.kick()
+        then()
 
 
 class Core:
@@ -153,8 +160,13 @@ class Core:
         cur = self.current
         if cur is None or dispatch != self._dispatch:
             return
-        urgent_kick(self._clock, cur)
-        self._rekick_timer = self._clock.after(REKICK_NS, lambda: self._rekick(dispatch))
+        urgent_kick(self._clock, cur, lambda: self._arm_rekick(dispatch))
+
+    def _arm_rekick(self, dispatch: int) -> None:
+        with self._cond:
+            if dispatch == self._dispatch and self.current is not None:
+                self._rekick_timer = self._clock.after(REKICK_NS,
+                                                       lambda: self._rekick(dispatch))
 
     def _rekick(self, dispatch: int) -> None:
         with self._cond:

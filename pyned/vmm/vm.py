@@ -190,8 +190,8 @@ class Turns:
             if why is not None and not self.ending:
                 self.counts[why] += 1
             self.ending = True
-        urgent_kick(self._clock, holder)
-        self._clock.after(REKICK_NS, lambda: self._end(number))
+        urgent_kick(self._clock, holder,
+                    lambda: self._clock.after(REKICK_NS, lambda: self._end(number)))
 
 
 class CounterDeadlines:
@@ -534,7 +534,9 @@ class Vm:
     # -- the run loop ---------------------------------------------------------
 
     def _run_vcpu(self, thread: VcpuThread) -> RunResult:
-        if not self.turns.take(thread):
+        # A VM of one vCPU has nobody to take turns with.
+        smp = len(self.threads) > 1
+        if smp and not self.turns.take(thread):
             # Queued: its core wakes it when its turn comes, at once if it
             # has an interrupt to take (woken from wfi by an IPI, say).
             if self._signalled(thread.vcpu.index):
@@ -548,7 +550,8 @@ class Vm:
         finally:
             thread.executing = False
             self._executing = False
-            result = self.turns.leave(thread, result)
+            if smp:
+                result = self.turns.leave(thread, result)
             if self.end is not None:
                 self._finish_if_idle()
         return result
@@ -673,12 +676,12 @@ class Vm:
         # A stop requested between two emu_start calls is lost, and a guest
         # may unmask with msr daifclr, which cannot be trapped: kick again
         # every REKICK_NS while the interrupt is still signalled.
-        urgent_kick(self.clock, thread)
-        if thread.rekick is not None:
-            thread.rekick.cancel()
-        self._rekick_later(thread)
+        urgent_kick(self.clock, thread, lambda: self._rekick_later(thread))
 
     def _rekick_later(self, thread: VcpuThread) -> None:
+        if thread.rekick is not None:
+            thread.rekick.cancel()
+
         def again() -> None:
             thread.rekick = None
             if self.end is None and thread.executing and self._signalled(thread.vcpu.index):
