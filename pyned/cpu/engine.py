@@ -336,7 +336,9 @@ uc_err uc_pyned_trap_sysreg(uc_engine *uc, uint32_t key, int on)
 
 """
 
-_STOP_AND_WAIT_API = """// pyned: uc_emu_stop, then wait (spinning: this is for microseconds) until
+_STOP_AND_WAIT_API = """#include <sched.h>
+
+// pyned: uc_emu_stop, then wait (spinning: this is for microseconds) until
 // the emulating thread has set *back, or max_ns have passed. 1: it did.
 UNICORN_EXPORT
 int uc_pyned_stop_and_wait(uc_engine *uc, volatile int32_t *back, uint64_t max_ns)
@@ -347,6 +349,8 @@ int uc_pyned_stop_and_wait(uc_engine *uc, volatile int32_t *back, uint64_t max_n
     uc_emu_stop(uc);
     clock_gettime(CLOCK_MONOTONIC, &t0);
     while (!__atomic_load_n(back, __ATOMIC_ACQUIRE)) {
+        // The stopped thread may be waiting for this host CPU.
+        sched_yield();
         clock_gettime(CLOCK_MONOTONIC, &t);
         waited = (int64_t)(t.tv_sec - t0.tv_sec) * 1000000000 + (t.tv_nsec - t0.tv_nsec);
         if (waited >= (int64_t)max_ns) {
