@@ -56,9 +56,9 @@ Patch level 5: a stop that hands the GIL over. The vCPU leaves the engine
 within about a microsecond of ``uc_emu_stop``, but the thread that stopped it
 holds the GIL again by then, so the vCPU's thread sleeps on the GIL and the
 host takes 15-30 µs to wake it once the GIL is free. ``uc_pyned_stop_and_wait``
-stops and then spins, its caller's GIL released, until the vCPU's thread
-says it is back in Python (or a time limit passes); the stopping thread is
-the one that sleeps. That is what a deadline that preempts a running vCPU
+stops and then spins (yielding the host CPU), its caller's GIL released,
+until the vCPU's thread says it is back in Python or a time limit passes;
+the stopping thread is then the one that waits for the GIL. That is what a deadline that preempts a running vCPU
 wants: the vCPU has the urgent work.
 """
 

@@ -72,7 +72,6 @@ _UNMASK_SCAN = 64
 VBAR_RESET = 0xFFFF_FFFF_FFFF_F800
 # A hand-over kick waits this long at most for the vCPU to be back in Python.
 HAND_OVER_NS = 50_000
-
 # emu_start needs an end address; one the guest can never reach.
 _UNTIL = 0xFFFF_FFFF_FFFF_FFFC
 # The same exception at the same PC this many times in a row is a fault loop.
@@ -94,7 +93,9 @@ class _RawRegs:
 
     def __init__(self, uc: Uc) -> None:
         # The same library, without the binding's argument prototypes, whose
-        # conversions cost as much again as the call.
+        # conversions cost as much again as the call; and keeping the GIL
+        # (PyDLL), since these calls never block and take less time than
+        # releasing and re-taking it.
         lib = ctypes.PyDLL(uclib._name)
         self._uch = ctypes.c_void_p(uc._uch.value)
         self._buf = ctypes.c_uint64()
