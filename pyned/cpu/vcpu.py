@@ -78,6 +78,7 @@ _UNTIL = 0xFFFF_FFFF_FFFF_FFFC
 _FAULT_LOOP_LIMIT = 64
 
 SCTLR_M = 1 << 0
+SCR_EL3_VALUE = 0x531    # NS | HCE | RW (+RES1): EL1 below runs AArch64, non-secure
 
 _X_REGS = [getattr(A, f"UC_ARM64_REG_X{i}") for i in range(29)] + [A.UC_ARM64_REG_X29,
                                                                     A.UC_ARM64_REG_X30]
@@ -114,6 +115,28 @@ class _RawRegs:
         self._pa = ctypes.c_uint64()
         self._cp = CpReg()
         self._cp_ref = ctypes.byref(self._cp)
+        # Exception entry reads four registers and writes up to nine: one
+        # batch call each instead of a call per register.
+        self._read_batch = lib.uc_reg_read_batch
+        self._write_batch = lib.uc_reg_write_batch
+        for fn in (self._read_batch, self._write_batch):
+            fn.argtypes = None
+            fn.restype = ctypes.c_int
+        self._in_ids = (ctypes.c_int * 4)(A.UC_ARM64_REG_PSTATE, A.UC_ARM64_REG_SP,
+                                          A.UC_ARM64_REG_SP_EL1, A.UC_ARM64_REG_VBAR_EL1)
+        self._in = (ctypes.c_uint64 * 4)()
+        self._in_ptrs = (ctypes.c_void_p * 4)(*(ctypes.addressof(self._in) + 8 * i
+                                                for i in range(4)))
+        self._out_ids = (ctypes.c_int * 9)()
+        self._out = (ctypes.c_uint64 * 9)()
+        self._out_ptrs = (ctypes.c_void_p * 9)()
+        self._spsr = CpReg(op0=3, op1=0, crn=4, crm=0, op2=0)     # SPSR_EL1
+        # Any coprocessor-register write rebuilds QEMU's cached hflags, which
+        # a PSTATE write leaves stale; SCR_EL3 gets its constant value again.
+        self._rebuild = CpReg(op0=3, op1=6, crn=1, crm=1, op2=0, val=SCR_EL3_VALUE)
+        self._out_base = ctypes.addressof(self._out)
+        self._spsr_at = ctypes.addressof(self._spsr)
+        self._rebuild_at = ctypes.addressof(self._rebuild)
 
     def save_context(self, ctx: object) -> None:
         """``context_update`` without the binding's wrapper."""
@@ -156,6 +179,34 @@ class _RawRegs:
         cp = self._cp
         cp.op0, cp.op1, cp.crn, cp.crm, cp.op2, cp.val = op0, op1, crn, crm, op2, value
         self._write(self._uch, A.UC_ARM64_REG_CP_REG, self._cp_ref)
+
+    def entry_state(self) -> tuple[int, int, int, int]:
+        """PSTATE, SP, SP_EL1 and VBAR_EL1, in one call."""
+        regs = self._in
+        regs[0] = 0    # PSTATE is written as 32 bits
+        self._read_batch(self._uch, self._in_ids, self._in_ptrs, 4)
+        return regs[0], regs[1], regs[2], regs[3]
+
+    def write_entry(self, spsr: int, elr: int, esr: int | None, far: int | None,
+                    sp_el0: int | None, sp: int | None, pstate: int, pc: int) -> None:
+        """Exception entry's writes in one call, in this order (None: left as it is).
+
+        SP_EL0 and SP come before PSTATE, which changes which stack SP is; the
+        hflags rebuild comes after it.
+        """
+        ids, out, ptrs, base = self._out_ids, self._out, self._out_ptrs, self._out_base
+        self._spsr.val = spsr
+        ids[0], ptrs[0] = A.UC_ARM64_REG_CP_REG, self._spsr_at
+        n = 1
+        for reg, value in ((A.UC_ARM64_REG_ELR_EL1, elr), (A.UC_ARM64_REG_ESR_EL1, esr),
+                           (A.UC_ARM64_REG_FAR_EL1, far), (A.UC_ARM64_REG_SP_EL0, sp_el0),
+                           (A.UC_ARM64_REG_SP, sp), (A.UC_ARM64_REG_PSTATE, pstate)):
+            if value is not None:
+                ids[n], out[n], ptrs[n] = reg, value & 0xFFFF_FFFF_FFFF_FFFF, base + 8 * n
+                n += 1
+        ids[n], ptrs[n] = A.UC_ARM64_REG_CP_REG, self._rebuild_at
+        ids[n + 1], out[n + 1], ptrs[n + 1] = A.UC_ARM64_REG_PC, pc, base + 8 * (n + 1)
+        self._write_batch(self._uch, ids, ptrs, n + 2)
 
 
 def _sign_extend(value: int, bits: int) -> int:
@@ -302,7 +353,7 @@ class Vcpu:
 
     def _init_el2_el3(self, midr: int) -> None:
         uc = self.uc
-        uc.cpr_write(3, 6, 1, 1, 0, 0x531)        # SCR_EL3: NS | HCE | RW (+RES1)
+        uc.cpr_write(3, 6, 1, 1, 0, SCR_EL3_VALUE)
         uc.cpr_write(3, 4, 1, 1, 0, 1 << 31)      # HCR_EL2.RW: EL1 is AArch64
         uc.cpr_write(3, 4, 0, 0, 0, midr)         # VPIDR_EL2 -> MIDR_EL1 at EL1
         uc.cpr_write(3, 4, 0, 0, 5, self.mpidr | (1 << 31))  # VMPIDR_EL2 (bit 31 RES1)
@@ -433,7 +484,7 @@ class Vcpu:
         self._regs.write(A.UC_ARM64_REG_PSTATE, value)
         # A PSTATE write leaves QEMU's cached hflags stale (CurrentEL keeps its
         # old value); any coprocessor-register write rebuilds them.
-        self._regs.cpr_write(3, 6, 1, 1, 0, 0x531)
+        self._regs.cpr_write(3, 6, 1, 1, 0, SCR_EL3_VALUE)
 
     def registers(self) -> dict[str, int]:
         """A snapshot for reports and the monitor (x0-x30, sp, pc, pstate, ...)."""
@@ -691,23 +742,13 @@ class Vcpu:
     def take_exception(self, kind: ExceptionKind, return_pc: int, *, esr: int | None = None,
                        far: int | None = None) -> int:
         """Exception entry to EL1; returns the vector address now in PC."""
-        r = self._regs
         self.exceptions += 1
-        pstate = r.read(A.UC_ARM64_REG_PSTATE)
+        pstate, sp, sp_el1, vbar = self._regs.entry_state()
         plan = plan_entry(pstate, kind)
-        r.cpr_write(3, 0, 4, 0, 0, pstate)       # SPSR_EL1 (no named register id)
-        r.write(A.UC_ARM64_REG_ELR_EL1, return_pc)
-        if esr is not None:
-            r.write(A.UC_ARM64_REG_ESR_EL1, esr)
-        if far is not None:
-            r.write(A.UC_ARM64_REG_FAR_EL1, far)
-        if plan.switch_stack:
-            # QEMU's PSTATE write does not bank SP: do what hardware would.
-            r.write(A.UC_ARM64_REG_SP_EL0, r.read(A.UC_ARM64_REG_SP))
-            r.write(A.UC_ARM64_REG_SP, r.read(A.UC_ARM64_REG_SP_EL1))
-        self.set_pstate(plan.new_pstate)
-        vector = r.read(A.UC_ARM64_REG_VBAR_EL1) + plan.vector_offset
-        r.write(A.UC_ARM64_REG_PC, vector)
+        vector = vbar + plan.vector_offset
+        # QEMU's PSTATE write does not bank SP: do what hardware would.
+        sp_el0, sp = (sp, sp_el1) if plan.switch_stack else (None, None)
+        self._regs.write_entry(pstate, return_pc, esr, far, sp_el0, sp, plan.new_pstate, vector)
         return vector
 
     def _on_mrs(self, reg: int, cp: CpReg) -> int:
