@@ -190,8 +190,10 @@ class Turns:
             if why is not None and not self.ending:
                 self.counts[why] += 1
             self.ending = True
-        urgent_kick(self._clock, holder,
-                    lambda: self._clock.after(REKICK_NS, lambda: self._end(number)))
+        # Kicked at once, not after the callback (urgent_kick): by then the
+        # holder may have left and begun a later turn, which must not be cut.
+        holder.kick()
+        self._clock.after(REKICK_NS, lambda: self._end(number))
 
 
 class CounterDeadlines:
