@@ -218,17 +218,17 @@ class Gic:
     # -- for the vCPU run loop ------------------------------------------------------------
 
     def signals(self, cpu: int) -> tuple[bool, bool]:
-        """(IRQ, FIQ): what CPU ``cpu``'s interface asserts now (at most one of them)."""
+        """(IRQ, FIQ): what CPU ``cpu``'s interface asserts now (at most one of them).
+
+        Asked at every guest slice. Every change of GIC state recomputes what
+        each interface asserts before its lock is released (``_newly_asserted``),
+        so this is a read, without the lock.
+        """
         self._check_cpu(cpu)
-        if not self._dist.pending:   # checked per guest slice: skip the lock when idle
+        now = self._asserted[cpu]
+        if now is None:
             return False, False
-        with self._lock:
-            c = self._cpus[cpu]
-            irq = c.asserted()
-            if irq is None:
-                return False, False
-            fiq = c.is_fiq(irq)
-            return not fiq, fiq
+        return not now[1], now[1]
 
     def irq_pending(self, cpu: int) -> bool:
         """Whether CPU ``cpu``'s interface asserts IRQ now."""
