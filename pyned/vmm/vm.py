@@ -190,9 +190,10 @@ class Turns:
             if why is not None and not self.ending:
                 self.counts[why] += 1
             self.ending = True
-        # Kicked at once, not after the callback (urgent_kick): by then the
-        # holder may have left and begun a later turn, which must not be cut.
-        holder.kick()
+            # Under the lock (a kick is quick and takes no lock of ours): a
+            # kick made after it could reach the holder in a later turn of
+            # its own, which must not be cut short.
+            holder.kick()
         self._clock.after(REKICK_NS, lambda: self._end(number))
 
 
