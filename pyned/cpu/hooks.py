@@ -64,7 +64,7 @@ class RawHooks:
     def _failed(self, exc: BaseException) -> None:
         if self.error is None:
             self.error = exc
-        self._stop(self._uch)
+        self.stop()
 
     def stop(self) -> None:
         """``uc_emu_stop`` with the GIL released and no binding layer (any thread)."""

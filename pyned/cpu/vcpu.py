@@ -668,7 +668,7 @@ class Vcpu:
         """From a hook: end this ``run()`` with ``exit_`` (first request wins)."""
         if self._pending_exit is None:
             self._pending_exit = exit_
-        self.uc.emu_stop()
+        self._hooks.stop()
 
     # -- hooks --------------------------------------------------------------
 
