@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import heapq
 import itertools
+import os
 import sys
 import threading
 import time
@@ -19,19 +20,44 @@ from typing import Callable
 # prctl(2): a thread's timer slack, by which Linux may delay its timed wake-ups
 # (50 us by default) to batch them; deadlines want none.
 PR_SET_TIMERSLACK = 29
+# The lowest real-time priority: above every ordinary thread, below the host's own.
+CLOCK_FIFO_PRIORITY = 1
+
+# The clock thread's timed waits end late by the host's wake-up latency (tens of
+# microseconds in a virtual machine whose idle CPU the hypervisor has parked).
+# It learns that lateness, waits that much less and spins the rest of the way,
+# as a hypervisor advances a guest's timer: callbacks run closer to their
+# deadlines, never before them. The spin is bounded by the advance.
+MAX_ADVANCE_NS = 200_000
+ADVANCE_WEIGHT = 16   # the lateness estimate moves 1/16 of the way per wake-up
 
 
 def now_ns() -> int:
     return time.monotonic_ns()
 
 
-def _precise_wakeups() -> None:
+def _realtime_thread() -> bool:
+    """Make the calling (clock) thread's wake-ups prompt; True if it got a real-time policy.
+
+    Without one, Linux (EEVDF) may queue the woken clock thread behind a core
+    thread that emulates a busy guest on the same host CPU until that thread's
+    slice ends, milliseconds after a deadline. SCHED_FIFO needs CAP_SYS_NICE;
+    it is safe for this thread, which only ever runs short callbacks and spins
+    at most MAX_ADVANCE_NS. The timer slack (50 us by default, by which Linux
+    may delay timed wake-ups to batch them) is set to the least.
+    """
     if not sys.platform.startswith("linux"):
-        return
+        return False
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0)
     except (OSError, AttributeError):
         pass  # no prctl: deadlines are then up to the default slack late
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK,
+                              os.sched_param(CLOCK_FIFO_PRIORITY))
+    except (OSError, AttributeError):
+        return False   # unprivileged: deadlines can then be late on a loaded host
+    return True
 
 
 class TimerHandle:
@@ -53,6 +79,8 @@ class Clock:
         self._cond = threading.Condition()
         self._stopped = False
         self._deferred: list[Callable[[], None]] = []
+        self.advance_ns = 0
+        self.realtime = False   # whether the clock thread runs under SCHED_FIFO
         self._thread = threading.Thread(target=self._serve, name="pyned-clock", daemon=True)
         self._thread.start()
 
@@ -85,26 +113,56 @@ class Clock:
             self._cond.notify()
 
     def _serve(self) -> None:
-        _precise_wakeups()
+        self.realtime = _realtime_thread()
         while True:
             with self._cond:
-                while not self._stopped:
-                    while self._heap and self._heap[0][2].cancelled:
-                        heapq.heappop(self._heap)
-                    if not self._heap:
-                        self._cond.wait()
-                        continue
-                    delay = self._heap[0][0] - now_ns()
-                    if delay <= 0:
-                        break
-                    self._cond.wait(delay / 1e9)
-                if self._stopped:
-                    return
-                _, _, handle = heapq.heappop(self._heap)
+                handle = self._next_due()
+            if handle is None:
+                return
             if not handle.cancelled:
                 self._call(handle.callback)
             while self._deferred:
                 self._call(self._deferred.pop(0))
+
+    def _next_due(self) -> TimerHandle | None:
+        """Wait (holding ``_cond``) until the first deadline; pop it. None once stopped."""
+        while not self._stopped:
+            while self._heap and self._heap[0][2].cancelled:
+                heapq.heappop(self._heap)
+            if not self._heap:
+                self._cond.wait()
+                continue
+            deadline = self._heap[0][0]
+            now = now_ns()
+            if now >= deadline:
+                return heapq.heappop(self._heap)[2]
+            if deadline - now > self.advance_ns:
+                target = deadline - self.advance_ns
+                if not self._cond.wait((target - now) / 1e9):
+                    self._learn_lateness(now_ns() - target)
+                continue
+            self._cond.release()
+            try:
+                self._spin_until(deadline)
+            finally:
+                self._cond.acquire()
+        return None
+
+    def _learn_lateness(self, late_ns: int) -> None:
+        late_ns = min(max(late_ns, 0), MAX_ADVANCE_NS)
+        self.advance_ns += (late_ns - self.advance_ns) // ADVANCE_WEIGHT
+
+    def _spin_until(self, deadline: int) -> None:
+        # sleep(0) lets go of the interpreter lock at each turn but not of the
+        # host CPU; a timer added meanwhile for an earlier instant ends the spin.
+        heap = self._heap
+        while now_ns() < deadline and not self._stopped:
+            try:
+                if heap[0][0] < deadline:
+                    return
+            except IndexError:
+                return
+            time.sleep(0)
 
     @staticmethod
     def _call(fn: Callable[[], None]) -> None:

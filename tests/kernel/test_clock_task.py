@@ -1,7 +1,8 @@
+import os
 import threading
 import time
 
-from pyned.kernel.clock import Clock, now_ns
+from pyned.kernel.clock import MAX_ADVANCE_NS, Clock, now_ns
 from pyned.kernel.task import TaskState, TaskTable
 
 
@@ -27,6 +28,48 @@ def test_deadline_is_not_early():
     ev.wait(1)
     clock.stop()
     assert t[0] - start >= 5_000_000
+
+
+def test_clock_learns_how_late_it_wakes_and_spins_the_rest_but_never_fires_early():
+    clock = Clock()
+    late = []
+    done = threading.Event()
+    start = now_ns()
+    deadlines = [start + 5_000_000 + i * 2_000_000 for i in range(40)]
+
+    def at(deadline, last):
+        def fire():
+            late.append(now_ns() - deadline)
+            if last:
+                done.set()
+        return fire
+
+    for i, d in enumerate(deadlines):
+        clock.at(d, at(d, i == len(deadlines) - 1))
+    assert done.wait(2)
+    clock.stop()
+    assert len(late) == 40 and min(late) >= 0
+    # Every host wakes a sleeping thread some microseconds late.
+    assert 0 < clock.advance_ns <= MAX_ADVANCE_NS
+
+
+def test_the_clock_thread_is_real_time_where_allowed_and_threads_it_starts_are_not():
+    clock = Clock()
+    seen = {}
+    done = threading.Event()
+
+    def callback():
+        seen["clock"] = os.sched_getscheduler(0) & ~getattr(os, "SCHED_RESET_ON_FORK", 0)
+        child = threading.Thread(target=lambda: seen.setdefault("child", os.sched_getscheduler(0)))
+        child.start()
+        child.join()
+        done.set()
+
+    clock.after(1_000_000, callback)
+    assert done.wait(1)
+    clock.stop()
+    assert (seen["clock"] == os.SCHED_FIFO) == clock.realtime
+    assert seen["child"] == os.SCHED_OTHER
 
 
 def test_work_deferred_by_a_callback_runs_after_it_on_the_clock_thread():
