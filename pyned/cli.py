@@ -34,6 +34,9 @@ def _boot_parser(sub: argparse._SubParsersAction) -> None:
                    help="add a folder to the rom/ search path")
     p.add_argument("--cores", type=int, default=None, help="number of platform cores (default 2)")
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    p.add_argument("--no-reserve", action="store_true",
+                   help="do not clear a core of lower priorities shortly before a blocked "
+                        "vCPU's timer deadline (more time for them, later timer interrupts)")
     p.add_argument("--monitor", action="append", default=[], metavar="ADDR",
                    help="also serve the monitor on ADDR: tcp:127.0.0.1:PORT (loopback, with a "
                         "token) or unix:PATH; 'off': no monitor (default: a private Unix socket)")
@@ -184,7 +187,8 @@ def _boot(args: argparse.Namespace) -> int:
     board = _board(args.cores)
     colour = {"auto": None, "always": True, "never": False}[args.color]
     rom_dirs = ([script.parent] if script else []) + list(args.rom)
-    system = System(SystemOptions(board=board, rom_dirs=rom_dirs, colour=colour))
+    system = System(SystemOptions(board=board, rom_dirs=rom_dirs, colour=colour,
+                                  reserve=not args.no_reserve))
     # A terminated pyned (CI's timeout, a service manager) still shuts down in order
     # and removes its monitor's private folder.
     signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(143))

@@ -43,6 +43,7 @@ class SystemOptions:
     out: BinaryIO | None = None
     colour: bool | None = None
     slice_ns: int = DEFAULT_SLICE_NS
+    reserve: bool = True   # Core.reserve: clear a core ahead of a higher priority's deadline
 
 
 def _libc_trim() -> Callable[[], None]:
@@ -88,7 +89,7 @@ class System:
         self.syndrome = syndrome or probe_syndrome_layout()
         self.clock = Clock()
         self.memory = PhysicalMemory(self.board.dram, (self.board.kernel_reserved,))
-        self.scheduler = Scheduler(self.board.cores, self.clock, opts.slice_ns)
+        self.scheduler = Scheduler(self.board.cores, self.clock, opts.slice_ns, opts.reserve)
         self.tasks = TaskTable()
         self.cons = Cons(self.clock, opts.out, opts.colour)
         self.icu = Icu(32, self.board.spis)

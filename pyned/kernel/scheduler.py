@@ -6,6 +6,14 @@ threads of equal priority share the core in time slices. A thread that
 becomes runnable at a higher priority preempts the running one: the core
 asks it to stop, and asks again every 200 µs until it has, because a stop
 request that reaches Unicorn between two ``emu_start`` calls is lost.
+
+Preempting a thread that is inside the emulator takes tens of microseconds
+(its host thread must leave Unicorn and unwind its slice), which a timer
+interrupt would otherwise wait out. A blocked thread whose wake-up time is
+known (its timer deadline) therefore reserves its core (``reserve``): shortly
+before the deadline a lower-priority thread running there is preempted and
+the core held idle until the deadline's wake-up arrives, the same lead a
+hypervisor gives a guest's timer to hide its own entry latency.
 """
 
 from __future__ import annotations
@@ -19,6 +27,16 @@ from pyned.kernel.clock import Clock, TimerHandle, now_ns
 
 DEFAULT_SLICE_NS = 10_000_000
 REKICK_NS = 200_000
+# How long before a reserved deadline the core is cleared: twice what clearing
+# it took lately (from the instant it was asked to the core being idle), so that
+# most deadlines find the core idle; the estimate starts at a slow host's.
+LEAD_FACTOR = 2
+INITIAL_CLEAR_NS = 60_000
+MIN_LEAD_NS, MAX_LEAD_NS = 20_000, 500_000
+CLEAR_WEIGHT = 8   # the estimate moves 1/8 of the way per measured clearing
+# How long a held core waits past the deadline for the wake-up to arrive (the
+# clock's own lateness) before it lets lower priorities run again.
+HOLD_GRACE_NS = 1_000_000
 
 
 class RunResult(Enum):
@@ -55,10 +73,13 @@ def urgent_kick(clock: Clock, ent: Schedulable, then: Callable[[], None]) -> Non
 
 
 class Core:
-    def __init__(self, index: int, clock: Clock, slice_ns: int = DEFAULT_SLICE_NS) -> None:
+    def __init__(self, index: int, clock: Clock, slice_ns: int = DEFAULT_SLICE_NS,
+                 reserve: bool = True) -> None:
         self.index = index
         self._clock = clock
         self._slice_ns = slice_ns
+        self._reserve = reserve
+        self.clear_ns = INITIAL_CLEAR_NS   # what clearing the core for a reservation takes
         self._cond = threading.Condition()
         self._queues: dict[int, collections.deque[Schedulable]] = {}
         self._state: dict[Schedulable, str] = {}
@@ -72,8 +93,12 @@ class Core:
         self._slice_timer: TimerHandle | None = None
         self._rekick_timer: TimerHandle | None = None
         self._slice_over = False
+        # (priority, until when): the core runs nothing below that priority.
+        self._held: tuple[int, int] | None = None
+        self._clearing_since: int | None = None   # when the core was asked to clear
         self._stopped = False
         self.switches = 0
+        self.holds = 0
         self._thread = threading.Thread(target=self._loop, name=f"pyned-core{index}", daemon=True)
         self._thread.start()
 
@@ -111,6 +136,22 @@ class Core:
             if best is None:
                 return False
             return best > ent.prio or (best == ent.prio and self._slice_over)
+
+    def reserve(self, ent: Schedulable, deadline_ns: int) -> TimerHandle | None:
+        """Clear the core for ``ent``, blocked until its timer ``deadline_ns``, shortly before it.
+
+        The returned timer is cancelled when the deadline is; None when there
+        is nothing to clear (reservations off, or no lower priority on this core).
+        """
+        if not self._reserve:
+            return None
+        with self._cond:
+            if not any(e.prio < ent.prio for e in self._state):
+                return None
+        lead = min(max(LEAD_FACTOR * self.clear_ns, MIN_LEAD_NS), MAX_LEAD_NS)
+        start = deadline_ns - lead
+        return self._clock.at(start, lambda: self._hold_for(ent, start,
+                                                            deadline_ns + HOLD_GRACE_NS))
 
     def threads(self) -> list[tuple[str, int, str]]:
         with self._cond:
@@ -151,9 +192,39 @@ class Core:
             self._slice_timer = self._clock.at(self._dispatched_at + self._slice_ns,
                                                lambda: self._slice_end(dispatch))
 
-    def _best_waiting_prio(self) -> int | None:
+    def _best_queued_prio(self) -> int | None:
         prios = [p for p, q in self._queues.items() if q]
         return max(prios) if prios else None
+
+    def _held_prio(self) -> int | None:
+        held = self._held
+        if held is None:
+            return None
+        if now_ns() >= held[1]:
+            self._held = None   # the wake-up never came (the guest masked the timer, say)
+            return None
+        return held[0]
+
+    def _best_waiting_prio(self) -> int | None:
+        best, held = self._best_queued_prio(), self._held_prio()
+        if held is not None and (best is None or held > best):
+            return held
+        return best
+
+    def _hold_for(self, ent: Schedulable, start_ns: int, until_ns: int) -> None:
+        with self._cond:
+            if self._state.get(ent) != "blocked":
+                return   # running or queued: it needs no reservation
+            cur = self.current
+            if cur is not None and cur.prio >= ent.prio:
+                return
+            held = self._held
+            if held is None or held[0] <= ent.prio:
+                self._held = (ent.prio, max(until_ns, held[1]) if held else until_ns)
+            if cur is not None:
+                self.holds += 1
+                self._clearing_since = start_ns
+                self._preempt(self._dispatch)
 
     def _preempt(self, dispatch: int) -> None:
         """Kick the running thread, and again until it has left the core."""
@@ -184,10 +255,17 @@ class Core:
                 self._preempt(dispatch)
 
     def _pick(self) -> Schedulable | None:
-        best = self._best_waiting_prio()
-        if best is None:
+        best, held = self._best_queued_prio(), self._held_prio()
+        if best is None or (held is not None and held > best):
             return None
+        if held is not None:
+            self._held = None   # what the core was held for (or better) runs now
         return self._queues[best].popleft()
+
+    def _idle_timeout(self) -> float | None:
+        """How long the idle core may wait: until its hold ends, if it is held."""
+        held = self._held
+        return None if held is None else max(held[1] - now_ns(), 0) / 1e9
 
     def _loop(self) -> None:
         while True:
@@ -196,7 +274,7 @@ class Core:
                 # would stay "runnable" in no queue, and a later remove() fail.
                 ent = None if self._stopped else self._pick()
                 while ent is None and not self._stopped:
-                    self._cond.wait()
+                    self._cond.wait(self._idle_timeout())
                     ent = None if self._stopped else self._pick()
                 if ent is None:
                     return
@@ -218,6 +296,10 @@ class Core:
             with self._cond:
                 self.current = None
                 self._dispatch += 1
+                if self._clearing_since is not None:
+                    took = now_ns() - self._clearing_since
+                    self.clear_ns += (min(took, MAX_LEAD_NS) - self.clear_ns) // CLEAR_WEIGHT
+                    self._clearing_since = None
                 for timer in (self._slice_timer, self._rekick_timer):
                     if timer is not None:
                         timer.cancel()
@@ -237,8 +319,9 @@ class Core:
 class Scheduler:
     """The platform's cores."""
 
-    def __init__(self, cores: int, clock: Clock, slice_ns: int = DEFAULT_SLICE_NS) -> None:
-        self.cores = [Core(i, clock, slice_ns) for i in range(cores)]
+    def __init__(self, cores: int, clock: Clock, slice_ns: int = DEFAULT_SLICE_NS,
+                 reserve: bool = True) -> None:
+        self.cores = [Core(i, clock, slice_ns, reserve) for i in range(cores)]
 
     def stop(self, wait_s: float = 2.0) -> None:
         """Stop every core; wait until their threads have left the emulator.

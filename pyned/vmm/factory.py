@@ -30,7 +30,7 @@ from pyned.kernel.irq import IrqBusy
 from pyned.platform.board import Board, MemRange
 from pyned.vmm.devicetree import DeviceTree, Unbacked, node_path
 from pyned.vmm.passthrough import Binder
-from pyned.vmm.vm import DeviceEntry, RomdWindow, Vm
+from pyned.vmm.vm import CpuDeadlines, DeviceEntry, RomdWindow, Vm
 
 # SPIs of the virtual GIC: INTIDs 32..255. Enough for the board's UARTs
 # (SPIs 5-8) and the virtio slots; Linux and uvmm guests need no more.
@@ -228,7 +228,7 @@ def make_timer(ctx: FactoryContext, node: Node) -> object:
         ctx.notes.append(f"{node_path(node)}: clock-frequency {freq} rewritten to the counter's "
                          f"{ctx.board.counter_hz}")
         node.set_property("clock-frequency", ctx.board.counter_hz)
-    timers = [GenericTimer(ctx.vm.counter, ctx.vm.deadlines, gic.ppi_line(cpu, phys),
+    timers = [GenericTimer(ctx.vm.counter, CpuDeadlines(ctx.vm, cpu), gic.ppi_line(cpu, phys),
                            gic.ppi_line(cpu, virt)) for cpu in range(ctx.num_cpus)]
     ctx.vm.timers = timers
     return timers

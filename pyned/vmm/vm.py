@@ -225,6 +225,33 @@ class CounterDeadlines:
         handle.cancel()
 
 
+class CpuDeadlines:
+    """One vCPU's timer deadlines: each also reserves the vCPU's core (``Core.reserve``).
+
+    A guest blocked in ``wfi`` until its timer then finds its core cleared of
+    lower priorities when the deadline passes, instead of waiting for one to
+    leave the emulator.
+    """
+
+    def __init__(self, vm: "Vm", cpu: int) -> None:
+        self._vm = vm
+        self._cpu = cpu
+
+    def at_count(self, count: int, callback: Callable[[], None]) -> tuple[TimerHandle, ...]:
+        vm = self._vm
+        handle = vm.deadlines.at_count(count, callback)
+        if self._cpu >= len(vm.threads):
+            return (handle,)
+        thread = vm.threads[self._cpu]
+        lead = thread.core.reserve(thread, count * vm.ns_per_tick)
+        return (handle,) if lead is None else (handle, lead)
+
+    def cancel(self, handle: object) -> None:
+        assert isinstance(handle, tuple)
+        for h in handle:
+            h.cancel()
+
+
 class VmState(Enum):
     CREATED = "created"
     RUNNING = "running"
@@ -421,7 +448,7 @@ class Vm:
         self.timers: list[GenericTimer] = []
         self.clock = clock
         self.deadlines = CounterDeadlines(clock, counter_hz, self.device_failed)
-        self._ns_per_tick = 1_000_000_000 // counter_hz
+        self.ns_per_tick = 1_000_000_000 // counter_hz
         self.vm_print = VmPrint(WriteSink(console_write))
         self.state = VmState.CREATED
         self.end: VmEnd | None = None
@@ -694,7 +721,7 @@ class Vm:
 
     def counter(self) -> int:
         """CNTVCT as the guest reads it (Unicorn's counter is host monotonic time)."""
-        return time.monotonic_ns() // self._ns_per_tick
+        return time.monotonic_ns() // self.ns_per_tick
 
     def _on_stop(self, thread: VcpuThread, exit_: Exit) -> RunResult | None:
         what = exit_.payload

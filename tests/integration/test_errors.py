@@ -94,6 +94,14 @@ def test_cli_error_is_one_line_and_debug_shows_traceback(tmp_path):
     assert r.returncode == 1 and "Traceback" in r.stderr
 
 
+def test_cli_boots_without_core_reservations(tmp_path):
+    script = tmp_path / "hello.lua"
+    script.write_text(PRE + 'vmm.start_vm{ id = 1, kernel = "rom/hello.elf", fdt = "rom/virt-r82.dtb" }\n')
+    r = run_cli("boot", "--no-reserve", "--wait-and-exit", "--color=never", str(script))
+    assert r.returncode == 0, r.stderr
+    assert "hello: powering off" in r.stdout
+
+
 def test_cli_missing_script():
     r = run_cli("boot", "does-not-exist.lua")
     assert r.returncode == 1 and "does-not-exist.lua: no such script" in r.stderr

@@ -1,8 +1,9 @@
 import threading
 import time
 
-from pyned.kernel.clock import Clock
-from pyned.kernel.scheduler import Core, RunResult
+from pyned.kernel.clock import Clock, now_ns
+from pyned.kernel import scheduler
+from pyned.kernel.scheduler import HOLD_GRACE_NS, Core, RunResult
 
 
 class Spinner:
@@ -110,3 +111,117 @@ def test_wake_while_running_is_not_lost():
     assert r.runs == 2
     core.stop()
     clock.stop()
+
+
+class TimedSpinner(Spinner):
+    """A Spinner that notes when each of its slices began and ended."""
+
+    def __init__(self, name, prio):
+        super().__init__(name, prio)
+        self.entered, self.left = [], []
+
+    def run(self):
+        self.entered.append(now_ns())
+        result = super().run()
+        self.left.append(now_ns())
+        return result
+
+
+class TimedSleeper(Sleeper):
+    def __init__(self, name, prio):
+        super().__init__(name, prio)
+        self.at = []
+
+    def run(self):
+        self.at.append(now_ns())
+        return super().run()
+
+
+def _blocked_high(core):
+    high = TimedSleeper("high", 5)
+    core.add(high)
+    assert high.ran.wait(1)
+    time.sleep(0.02)   # back from run(): blocked
+    high.ran.clear()
+    return high
+
+
+def _reserving_core(clock, monkeypatch):
+    """A core running a low-priority spinner beside a blocked high-priority thread; its
+    clearing estimate is set high so that the lead (twice it) dwarfs a test thread's wake-up."""
+    monkeypatch.setattr(scheduler, "MAX_LEAD_NS", 30_000_000)
+    core = Core(0, clock, slice_ns=1_000_000_000)
+    low = TimedSpinner("low", 1)
+    core.add(low)
+    high = _blocked_high(core)
+    time.sleep(0.02)
+    core.clear_ns = 10_000_000
+    return core, low, high
+
+
+def test_a_reserved_deadline_clears_the_core_before_it_and_holds_it_for_the_wake(monkeypatch):
+    clock = Clock()
+    core, low, high = _reserving_core(clock, monkeypatch)
+    deadline = now_ns() + 50_000_000
+    assert core.reserve(high, deadline) is not None
+    time.sleep((deadline - now_ns()) / 1e9)
+    assert core.holds == 1
+    cleared = low.left[-1]
+    assert deadline - 20_000_000 <= cleared < deadline
+    core.wake(high)                       # the timer's interrupt
+    assert high.ran.wait(0.5)
+    time.sleep(0.02)
+    woken = high.at[-1]
+    # Nothing ran on the core between the clearing and the wake but what it was held for.
+    assert not [t for t in low.entered if cleared < t < woken]
+    assert low.entered[-1] > woken        # released once high has run
+    assert core.clear_ns < 10_000_000     # learned from what this clearing took
+    core.stop()
+    clock.stop()
+    low.kick()
+
+
+def test_a_hold_whose_wake_never_comes_ends_after_the_grace(monkeypatch):
+    clock = Clock()
+    core, low, high = _reserving_core(clock, monkeypatch)
+    deadline = now_ns() + 50_000_000
+    core.reserve(high, deadline)
+    time.sleep((deadline - now_ns()) / 1e9 + 0.1)
+    cleared = min(t for t in low.left if t > deadline - 20_000_000)
+    assert cleared < deadline
+    resumed = min(t for t in low.entered if t > cleared)
+    assert resumed >= deadline + HOLD_GRACE_NS
+    assert high.runs == 1
+    core.stop()
+    clock.stop()
+    low.kick()
+
+
+def test_nothing_is_reserved_without_a_lower_priority_or_when_turned_off():
+    clock = Clock()
+    alone = Core(0, clock)
+    high = _blocked_high(alone)
+    assert alone.reserve(high, now_ns() + 10_000_000) is None
+    off = Core(1, clock, reserve=False)
+    off.add(Sleeper("low", 1))
+    high2 = _blocked_high(off)
+    assert off.reserve(high2, now_ns() + 10_000_000) is None
+    for core in (alone, off):
+        core.stop()
+    clock.stop()
+
+
+def test_a_reservation_for_a_thread_that_is_not_blocked_changes_nothing():
+    clock = Clock()
+    core = Core(0, clock, slice_ns=1_000_000_000)
+    low = Spinner("low", 1)
+    mid = Spinner("mid", 3)
+    core.add(low)
+    core.add(mid)       # mid runs; low waits
+    time.sleep(0.02)
+    core.reserve(mid, now_ns() + 5_000_000)
+    time.sleep(0.05)
+    assert core.holds == 0 and mid.runs == 1
+    core.stop()
+    clock.stop()
+    mid.kick(), low.kick()
