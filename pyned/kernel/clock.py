@@ -28,7 +28,7 @@ CLOCK_FIFO_PRIORITY = 1
 # It learns that lateness, waits that much less and spins the rest of the way,
 # as a hypervisor advances a guest's timer: callbacks run closer to their
 # deadlines, never before them. The spin is bounded by the advance.
-MAX_ADVANCE_NS = 200_000
+MAX_ADVANCE_NS = 100_000
 ADVANCE_WEIGHT = 16   # the lateness estimate moves 1/16 of the way per wake-up
 
 
