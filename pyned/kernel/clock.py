@@ -17,9 +17,7 @@ import time
 from typing import Callable
 
 
-# prctl(2): a thread's timer slack, by which Linux may delay its timed wake-ups
-# (50 us by default) to batch them; deadlines want none.
-PR_SET_TIMERSLACK = 29
+PR_SET_TIMERSLACK = 29   # prctl(2)
 # The lowest real-time priority: above every ordinary thread, below the host's own.
 CLOCK_FIFO_PRIORITY = 1
 
@@ -36,6 +34,33 @@ def now_ns() -> int:
     return time.monotonic_ns()
 
 
+def precise_timers() -> None:
+    """Give the calling thread no timer slack.
+
+    Linux may end a thread's timed waits late by its timer slack (50 us by
+    default) to batch wake-ups; that includes each ``sleep(0)`` of a spin.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # no prctl: waits are then up to the default slack late
+
+
+def spin_until(deadline_ns: int, give_up: Callable[[], bool]) -> bool:
+    """Busy-wait until ``deadline_ns``; False if ``give_up()`` ended the wait first.
+
+    For waits shorter than the host's wake-up latency, on a thread that called
+    ``precise_timers``. ``sleep(0)`` lets go of the interpreter lock at each
+    turn, so other threads get it, but not of the host CPU.
+    """
+    while now_ns() < deadline_ns:
+        if give_up():
+            return False
+        time.sleep(0)
+    return True
+
+
 def _realtime_thread() -> bool:
     """Make the calling (clock) thread's wake-ups prompt; True if it got a real-time policy.
 
@@ -43,15 +68,11 @@ def _realtime_thread() -> bool:
     thread that emulates a busy guest on the same host CPU until that thread's
     slice ends, milliseconds after a deadline. SCHED_FIFO needs CAP_SYS_NICE;
     it is safe for this thread, which only ever runs short callbacks and spins
-    at most MAX_ADVANCE_NS. The timer slack (50 us by default, by which Linux
-    may delay timed wake-ups to batch them) is set to the least.
+    at most MAX_ADVANCE_NS.
     """
+    precise_timers()
     if not sys.platform.startswith("linux"):
         return False
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass  # no prctl: deadlines are then up to the default slack late
     try:
         os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK,
                               os.sched_param(CLOCK_FIFO_PRIORITY))
@@ -143,7 +164,8 @@ class Clock:
                 continue
             self._cond.release()
             try:
-                self._spin_until(deadline)
+                # An earlier timer added meanwhile ends the spin.
+                spin_until(deadline, lambda: self._stopped or self._earlier_than(deadline))
             finally:
                 self._cond.acquire()
         return None
@@ -152,17 +174,11 @@ class Clock:
         late_ns = min(max(late_ns, 0), MAX_ADVANCE_NS)
         self.advance_ns += (late_ns - self.advance_ns) // ADVANCE_WEIGHT
 
-    def _spin_until(self, deadline: int) -> None:
-        # sleep(0) lets go of the interpreter lock at each turn but not of the
-        # host CPU; a timer added meanwhile for an earlier instant ends the spin.
-        heap = self._heap
-        while now_ns() < deadline and not self._stopped:
-            try:
-                if heap[0][0] < deadline:
-                    return
-            except IndexError:
-                return
-            time.sleep(0)
+    def _earlier_than(self, deadline: int) -> bool:
+        try:
+            return self._heap[0][0] < deadline
+        except IndexError:
+            return True
 
     @staticmethod
     def _call(fn: Callable[[], None]) -> None:
