@@ -37,6 +37,9 @@ def _boot_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-reserve", action="store_true",
                    help="do not clear a core of lower priorities shortly before a blocked "
                         "vCPU's timer deadline (more time for them, later timer interrupts)")
+    p.add_argument("--no-timer-advance", action="store_true",
+                   help="deliver a timer interrupt at its deadline, not ahead of it to a vCPU "
+                        "that then waits for the deadline (less host CPU, later handlers)")
     p.add_argument("--monitor", action="append", default=[], metavar="ADDR",
                    help="also serve the monitor on ADDR: tcp:127.0.0.1:PORT (loopback, with a "
                         "token) or unix:PATH; 'off': no monitor (default: a private Unix socket)")
@@ -188,7 +191,8 @@ def _boot(args: argparse.Namespace) -> int:
     colour = {"auto": None, "always": True, "never": False}[args.color]
     rom_dirs = ([script.parent] if script else []) + list(args.rom)
     system = System(SystemOptions(board=board, rom_dirs=rom_dirs, colour=colour,
-                                  reserve=not args.no_reserve))
+                                  reserve=not args.no_reserve,
+                                  timer_advance=not args.no_timer_advance))
     # A terminated pyned (CI's timeout, a service manager) still shuts down in order
     # and removes its monitor's private folder.
     signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(143))

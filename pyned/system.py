@@ -44,6 +44,7 @@ class SystemOptions:
     colour: bool | None = None
     slice_ns: int = DEFAULT_SLICE_NS
     reserve: bool = True   # Core.reserve: clear a core ahead of a higher priority's deadline
+    timer_advance: bool = True   # vm.TimerAdvance: deliver a blocked vCPU's timer early
 
 
 def _libc_trim() -> Callable[[], None]:
@@ -106,6 +107,7 @@ class System:
         self._worker_lock = threading.Lock()
         self._ned_channel = self.cons.create("ned", "")
         self.exact_stops = patched()
+        self.timer_advance = opts.timer_advance
         if not self.exact_stops:
             self.ned_log("warning: stock Unicorn library: a stop can land after a load has "
                          "taken effect, and guests may then fail under host load; build the "

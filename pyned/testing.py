@@ -50,7 +50,8 @@ class Booted:
     def __init__(self, script: str | Path | None = None, *, source: str | None = None,
                  args: list[str] | None = None, execute: list[str] | None = None,
                  mode: ExitMode = ExitMode.WAIT_AND_EXIT, rom_dirs: list[Path] | None = None,
-                 board: Board | None = None, reserve: bool = True) -> None:
+                 board: Board | None = None, reserve: bool = True,
+                 timer_advance: bool = True) -> None:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if source is not None:
             self._tmp = tempfile.TemporaryDirectory(prefix="pyned-test-")
@@ -60,7 +61,8 @@ class Booted:
         self.output = MemoryTerminal()
         dirs = ([self.script.parent] if self.script else []) + list(rom_dirs or [])
         self.system = System(SystemOptions(board=board or Board(), rom_dirs=dirs,
-                                           out=self.output, colour=False, reserve=reserve),
+                                           out=self.output, colour=False, reserve=reserve,
+                                           timer_advance=timer_advance),
                              syndrome=_syndrome())
         self.ned = Ned(self.system, NedOptions(script=self.script, args=list(args or []),
                                                execute=list(execute or []), mode=mode))

@@ -664,6 +664,11 @@ class Vcpu:
         else:
             self._hooks.stop()
 
+    @property
+    def kick_pending(self) -> bool:
+        """A kick that the next ``run()`` will answer by returning at once."""
+        return self._kicked
+
     def request_exit(self, exit_: Exit) -> None:
         """From a hook: end this ``run()`` with ``exit_`` (first request wins)."""
         if self._pending_exit is None:

@@ -30,7 +30,12 @@ class TimerKind(IntEnum):
 
 
 class Deadlines(Protocol):
-    """The kernel clock as a timer needs it: one pending callback per timer."""
+    """The kernel clock as a timer needs it: one pending callback per timer.
+
+    A callback may come before its count (a hypervisor's timer advance, given
+    while the CPU cannot observe the timer: it does not run again before the
+    count); the timer takes the count it armed as reached.
+    """
 
     def at_count(self, count: int, callback: Callable[[], None]) -> object: ...
 
@@ -103,8 +108,9 @@ class GenericTimer:
         t = self._timers[kind]
         return {"ctl": self.read_ctl(kind), "cval": t.cval, "level": t.level, "fired": t.fired}
 
-    def _update(self, kind: TimerKind) -> None:
-        """Recompute the line and the next deadline (any thread).
+    def _update(self, kind: TimerKind, reached: int | None = None) -> None:
+        """Recompute the line and the next deadline (any thread); ``reached``: the
+        CVAL whose deadline has come, early or not (ignored if CVAL has changed since).
 
         The line is set under the lock: the clock's deadline and the guest's
         CVAL write run this on different threads, and a level computed first
@@ -115,13 +121,13 @@ class GenericTimer:
         t = self._timers[kind]
         with self._lock:
             armed = t.ctl & CTL_ENABLE and not t.ctl & CTL_IMASK
-            now = self._count()
-            level = bool(armed and now >= t.cval)
+            cval = t.cval
+            level = bool(armed and (reached == cval or self._count() >= cval))
             if t.handle is not None:
                 self._deadlines.cancel(t.handle)
                 t.handle = None
             if armed and not level:
-                t.handle = self._deadlines.at_count(t.cval, lambda: self._update(kind))
+                t.handle = self._deadlines.at_count(cval, lambda: self._update(kind, cval))
             rose = level and not t.level
             if rose:
                 t.fired += 1

@@ -23,7 +23,7 @@ import threading
 from enum import Enum
 from typing import Callable, Protocol
 
-from pyned.kernel.clock import Clock, TimerHandle, now_ns
+from pyned.kernel.clock import Clock, TimerHandle, now_ns, precise_timers
 
 DEFAULT_SLICE_NS = 10_000_000
 REKICK_NS = 200_000
@@ -268,6 +268,7 @@ class Core:
         return None if held is None else max(held[1] - now_ns(), 0) / 1e9
 
     def _loop(self) -> None:
+        precise_timers()   # a vCPU waits for an early-delivered timer's deadline in a spin
         while True:
             with self._cond:
                 # Stopped before picking: a thread taken off its queue here

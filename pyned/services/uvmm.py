@@ -95,7 +95,7 @@ class Guest:
             resolve=system.rom.resolve, board=system.board, syndrome=system.syndrome,
             cores=self.cores, prio=self.prio, console_write=self.channel.write, log=self.log,
             clock=system.clock, exact_stops=system.exact_stops, dt_cache=self._dt_cache,
-            host_path=system.rom.host_path))
+            host_path=system.rom.host_path, timer_advance=system.timer_advance))
         self.channel.attach_input(_console_input(vm))
         vm.on_end(lambda end: self._ended(vm, end))
         vm.on_event(lambda event, cause: self.record(event, cause=cause))

@@ -63,6 +63,7 @@ class BuildInputs:
     exact_stops: bool = False               # the engine never replays an access (engine.py)
     dt_cache: dict[Path, bytes] | None = None   # DTBs kept across one VM's restarts
     host_path: Callable[[str], Path] = Path     # a file the script names for writing
+    timer_advance: bool = True              # deliver blocked vCPUs' timer interrupts early
 
 
 def _align_up(v: int, a: int) -> int:
@@ -91,6 +92,7 @@ def build_vm(inp: BuildInputs) -> Vm:
             counter_hz=inp.board.counter_hz)
     vm.fault_mode = opts.fault_mode
     vm.hang_timeout_ns = int(opts.hang_timeout * 1e9)
+    vm.timer_advance = inp.timer_advance
 
     first = _setup_ram(inp, dt, memory, mpu)
 

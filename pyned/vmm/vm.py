@@ -36,7 +36,7 @@ from pyned.devices.gic import Gic
 from pyned.devices.psci import AffinityState, Psci, PsciRet
 from pyned.devices.timer import GenericTimer
 from pyned.devices.vm_print import VM_PRINT_FID, VmPrint
-from pyned.kernel.clock import Clock, TimerHandle
+from pyned.kernel.clock import Clock, TimerHandle, now_ns, spin_until
 from pyned.kernel.mpu import MpuMap
 from pyned.kernel.scheduler import REKICK_NS, Core, RunResult, urgent_kick
 from pyned.platform.board import MemRange
@@ -211,6 +211,9 @@ class CounterDeadlines:
         self.on_error = on_error
 
     def at_count(self, count: int, callback: Callable[[], None]) -> TimerHandle:
+        return self.at_ns(count * self._ns_per_tick, callback)
+
+    def at_ns(self, deadline_ns: int, callback: Callable[[], None]) -> TimerHandle:
         def guarded() -> None:
             try:
                 callback()
@@ -218,38 +221,117 @@ class CounterDeadlines:
                 if self.on_error is None:
                     raise
                 self.on_error(getattr(callback, "__qualname__", "timer"), exc)
-        return self._clock.at(count * self._ns_per_tick, guarded)
+        return self._clock.at(deadline_ns, guarded)
 
     def cancel(self, handle: object) -> None:
         assert isinstance(handle, TimerHandle)
         handle.cancel()
 
 
-class CpuDeadlines:
-    """One vCPU's timer deadlines: each also reserves the vCPU's core (``Core.reserve``).
+# A blocked vCPU's timer interrupt is delivered ahead of its deadline by what
+# delivering it takes (the clock's callback, the core's wake-up and dispatch,
+# the exception entry), and the vCPU then waits out the rest before it enters
+# the guest: the handler starts at the deadline instead of that long after it,
+# whether the core was idle or cleared of a lower priority. KVM advances the
+# LAPIC timer the same way. The advance is learned per vCPU as TCP learns its
+# retransmission timeout: the mean delivery time plus four mean deviations.
+MAX_TIMER_ADVANCE_NS = 300_000
+INITIAL_DELIVERY_NS = 60_000
 
-    A guest blocked in ``wfi`` until its timer then finds its core cleared of
-    lower priorities when the deadline passes, instead of waiting for one to
-    leave the emulator.
+
+class TimerAdvance:
+    """How far ahead of a deadline one vCPU's timer interrupts are delivered."""
+
+    def __init__(self) -> None:
+        self.mean_ns = INITIAL_DELIVERY_NS
+        self.dev_ns = INITIAL_DELIVERY_NS // 4
+        self.early = 0     # interrupts delivered ahead of their deadline
+        self.late = 0      # of those, how many reached the guest after it all the same
+
+    @property
+    def ns(self) -> int:
+        return min(self.mean_ns + 4 * self.dev_ns, MAX_TIMER_ADVANCE_NS)
+
+    def learn(self, took_ns: int) -> None:
+        """One delivery's time, early delivery to the guest's entry."""
+        if took_ns > MAX_TIMER_ADVANCE_NS:
+            return   # no advance could hide it (the VM was paused, say)
+        err = took_ns - self.mean_ns
+        self.mean_ns += err // 8
+        self.dev_ns += (abs(err) - self.dev_ns) // 4
+
+
+class _Deadline:
+    """One armed deadline of a vCPU's timer: the clock timers that serve it."""
+
+    __slots__ = ("_timers", "_cancelled", "_lock")
+
+    def __init__(self) -> None:
+        self._timers: list[TimerHandle] = []
+        self._cancelled = False
+        self._lock = threading.Lock()
+
+    def add(self, timer: TimerHandle) -> None:
+        with self._lock:   # one added by a callback that raced cancel() is cancelled too
+            if self._cancelled:
+                timer.cancel()
+            else:
+                self._timers.append(timer)
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._cancelled = True
+            for timer in self._timers:
+                timer.cancel()
+
+
+class CpuDeadlines:
+    """One vCPU's timer deadlines, with the two ways the kernel prepares for them.
+
+    The deadline reserves the vCPU's core (``Core.reserve``): a guest blocked in
+    ``wfi`` until its timer finds the core cleared of lower priorities. And the
+    interrupt is delivered ahead of the deadline (``TimerAdvance``) if the vCPU
+    is not running guest code then; otherwise at the deadline.
     """
 
     def __init__(self, vm: "Vm", cpu: int) -> None:
         self._vm = vm
         self._cpu = cpu
 
-    def at_count(self, count: int, callback: Callable[[], None]) -> tuple[TimerHandle, ...]:
+    def at_count(self, count: int, callback: Callable[[], None]) -> _Deadline:
         vm = self._vm
-        handle = vm.deadlines.at_count(count, callback)
+        handle = _Deadline()
         if self._cpu >= len(vm.threads):
-            return (handle,)
+            handle.add(vm.deadlines.at_count(count, callback))
+            return handle
         thread = vm.threads[self._cpu]
-        lead = thread.core.reserve(thread, count * vm.ns_per_tick)
-        return (handle,) if lead is None else (handle, lead)
+        deadline = count * vm.ns_per_tick
+        advance = thread.advance.ns if vm.timer_advance else 0
+        if advance:
+            handle.add(vm.deadlines.at_ns(
+                deadline - advance, lambda: self._early(handle, thread, count, callback)))
+        else:
+            handle.add(vm.deadlines.at_count(count, callback))
+        lead = thread.core.reserve(thread, deadline - advance)
+        if lead is not None:
+            handle.add(lead)
+        return handle
+
+    def _early(self, handle: _Deadline, thread: "VcpuThread", count: int,
+               callback: Callable[[], None]) -> None:
+        if thread.executing:
+            # Guest code running now could see the timer fire before its count.
+            handle.add(self._vm.deadlines.at_count(count, callback))
+            return
+        # Before the line rises: a vCPU dispatched from now on waits for the count.
+        thread.enter_at = max(thread.enter_at, count * self._vm.ns_per_tick)
+        thread.delivered_at = now_ns()
+        thread.advance.early += 1
+        callback()
 
     def cancel(self, handle: object) -> None:
-        assert isinstance(handle, tuple)
-        for h in handle:
-            h.cancel()
+        assert isinstance(handle, _Deadline)
+        handle.cancel()
 
 
 class VmState(Enum):
@@ -413,6 +495,9 @@ class VcpuThread:
         self.run_since: int | None = None   # when the time not yet in exec_ns began
         self.injections: list[Injection] = []  # to deliver at the next slice start
         self.serror_pending = False
+        self.advance = TimerAdvance()
+        self.enter_at = 0         # a timer delivered early: not to enter the guest before this
+        self.delivered_at = 0     # when it was delivered
         # The no-progress detector's view: progress count and execution time
         # when an interrupt was first seen pending without progress since.
         self.watch: tuple[int, int] | None = None
@@ -449,6 +534,7 @@ class Vm:
         self.clock = clock
         self.deadlines = CounterDeadlines(clock, counter_hz, self.device_failed)
         self.ns_per_tick = 1_000_000_000 // counter_hz
+        self.timer_advance = True   # deliver a blocked vCPU's timer interrupts early (TimerAdvance)
         self.vm_print = VmPrint(WriteSink(console_write))
         self.state = VmState.CREATED
         self.end: VmEnd | None = None
@@ -605,6 +691,8 @@ class Vm:
                 for window in self.romd:
                     window.sync(thread.vcpu)
                 self._inject(thread)
+                if thread.enter_at and not self._enter_on_time(thread):
+                    return RunResult.YIELD
                 exit_ = thread.vcpu.run()
                 now = time.monotonic_ns()
                 thread.run_since = now   # first: a reader in between under-counts
@@ -624,6 +712,21 @@ class Vm:
             since, thread.run_since = thread.run_since, None
             if since is not None:
                 thread.exec_ns += time.monotonic_ns() - since
+
+    def _enter_on_time(self, thread: VcpuThread) -> bool:
+        """Wait for the deadline of a timer interrupt delivered ahead of it; False if
+        the vCPU was asked to stop meanwhile (a higher priority wants the core)."""
+        now = now_ns()
+        if thread.delivered_at:
+            thread.advance.learn(now - thread.delivered_at)
+            thread.delivered_at = 0
+        if now >= thread.enter_at:
+            thread.advance.late += 1
+        elif not spin_until(thread.enter_at, lambda: thread.vcpu.kick_pending and (
+                self.turns.ending or thread.core.should_yield(thread))):
+            return False
+        thread.enter_at = 0
+        return True
 
     def _pending_access(self, vcpu: Vcpu) -> tuple[int, int, bool] | None:
         """What the instruction a slice stopped on would access, if it is MMIO."""

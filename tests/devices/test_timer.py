@@ -120,3 +120,32 @@ def test_a_level_computed_first_is_not_delivered_last():
     guest.join()
     assert t.state(TimerKind.VIRT)["level"] is True
     assert slow.level is True, slow.changes
+
+
+def test_a_deadline_delivered_early_takes_its_count_as_reached():
+    # The kernel may call a deadline back before its count (its timer advance,
+    # while the CPU cannot look): the line rises then, not a second time later.
+    t, clock, _, virt = make()
+    t.write_cval(TimerKind.VIRT, 1500)
+    t.write_ctl(TimerKind.VIRT, CTL_ENABLE)
+    (_, early), = clock.pending.values()
+    clock.pending.clear()
+    early()
+    assert virt.level and virt.changes == [True] and not clock.pending
+    assert t.state(TimerKind.VIRT)["fired"] == 1
+    clock.advance(500)
+    assert t.read_ctl(TimerKind.VIRT) == CTL_ENABLE | CTL_ISTATUS
+
+
+def test_an_early_callback_for_a_rewritten_cval_does_not_fire():
+    # The callback was already on its way when the guest moved CVAL earlier:
+    # reaching the old count says nothing about the new one.
+    t, clock, _, virt = make()
+    t.write_cval(TimerKind.VIRT, 3000)
+    t.write_ctl(TimerKind.VIRT, CTL_ENABLE)
+    (_, stale), = clock.pending.values()
+    t.write_cval(TimerKind.VIRT, 2000)
+    stale()
+    assert not virt.level
+    (count, _), = clock.pending.values()
+    assert count == 2000

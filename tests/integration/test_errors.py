@@ -94,12 +94,14 @@ def test_cli_error_is_one_line_and_debug_shows_traceback(tmp_path):
     assert r.returncode == 1 and "Traceback" in r.stderr
 
 
-def test_cli_boots_without_core_reservations(tmp_path):
-    script = tmp_path / "hello.lua"
-    script.write_text(PRE + 'vmm.start_vm{ id = 1, kernel = "rom/hello.elf", fdt = "rom/virt-r82.dtb" }\n')
-    r = run_cli("boot", "--no-reserve", "--wait-and-exit", "--color=never", str(script))
+def test_cli_boots_without_core_reservations_or_timer_advance(tmp_path):
+    script = tmp_path / "rtos.lua"
+    script.write_text(PRE + 'vmm.start_vm{ id = 1, kernel = "rom/rtos.elf", fdt = "rom/virt-r82.dtb", '
+                      'bootargs = "seconds=1" }\n')
+    r = run_cli("boot", "--no-reserve", "--no-timer-advance", "--wait-and-exit", "--color=never",
+                str(script))
     assert r.returncode == 0, r.stderr
-    assert "hello: powering off" in r.stdout
+    assert "rtos: done ticks=1000 spurious=0" in r.stdout
 
 
 def test_cli_missing_script():
