@@ -302,7 +302,9 @@ def _sample(vm: Vm) -> dict[str, object]:
         cpus.append({"cpu": v.index, "run_ns": v.run_time_ns(), "insns": v.instructions,
                      "slices": sum(v.exits.values()),
                      "exits": dict(v.exits), "hypercalls": v.hypercalls,
-                     "sysreg_traps": v.sysreg_traps, "irqs_taken": t.irqs_taken})
+                     "sysreg_traps": v.sysreg_traps, "irqs_taken": t.irqs_taken,
+                     "timer_early": t.advance.early, "timer_late": t.advance.late,
+                     "timer_advance_us": round(t.advance.ns / 1e3, 1)})
     return {"time": time.monotonic(), "uptime": vm.uptime(), "mmio": vm.bus.accesses,
             "cpus": cpus}
 
@@ -318,7 +320,9 @@ def _delta(a: dict, b: dict) -> dict:
                                 slices=cb["slices"] - ca["slices"], exits=exits,
                                 hypercalls=cb["hypercalls"] - ca["hypercalls"],
                                 sysreg_traps=cb["sysreg_traps"] - ca["sysreg_traps"],
-                                irqs_taken=cb["irqs_taken"] - ca["irqs_taken"]))
+                                irqs_taken=cb["irqs_taken"] - ca["irqs_taken"],
+                                timer_early=cb["timer_early"] - ca["timer_early"],
+                                timer_late=cb["timer_late"] - ca["timer_late"]))
     return out
 
 
@@ -339,6 +343,11 @@ def _stats_text(name: str, s: dict, window: bool) -> str:
                      f"({c['hypercalls'] / span:.0f}/s), interrupts taken {c['irqs_taken']} "
                      f"({c['irqs_taken'] / span:.0f}/s), system-register traps "
                      f"{c['sysreg_traps']} ({c['sysreg_traps'] / span:.0f}/s)")
+        if c["timer_early"]:
+            lines.append(f"        timer interrupts delivered ahead of their deadline "
+                         f"{c['timer_early']} ({c['timer_early'] / span:.0f}/s), of them after "
+                         f"it all the same {c['timer_late']}; advance now "
+                         f"{c['timer_advance_us']:.0f} us")
     return "\n".join(lines)
 
 
