@@ -279,8 +279,8 @@ def timer_latency(runs: int, seconds: int = 4) -> dict:
     """Timer deadline to the guest's handler, measured by the rtos guest over every tick
     of a run (median and 99th percentile; the figures are medians over runs). Three
     placements: alone; busy at lower priority on the same core; busy on the other core.
-    The placements take turns run by run, so a drift in the host's speed (it is shared)
-    reaches all three alike instead of one placement's runs.
+    The placements take turns run by run, in an order rotated each run, so a drift in
+    the host's speed (it is shared) reaches all three alike instead of one placement's runs.
 
     On a host whose idle CPUs sleep (a virtual machine's do: the hypervisor parks
     them), a core thread that slept through most of a tick wakes slower and colder
@@ -294,11 +294,12 @@ def timer_latency(runs: int, seconds: int = 4) -> dict:
     runs_of: dict[str, list[tuple[int, int]]] = {
         prefix + label: [] for prefix, _ in conditions for label, _ in placements}
     steal0, total0 = _cpu_times()
-    for _ in range(runs):
+    for run in range(runs):
+        order = placements[run % 3:] + placements[:run % 3]
         for prefix, awake in conditions:
             spinners = _host_kept_awake() if awake else []
             try:
-                for label, neighbour in placements:
+                for label, neighbour in order:
                     runs_of[prefix + label].append(_rtos_run(seconds, neighbour))
             finally:
                 for proc in spinners:
