@@ -293,6 +293,25 @@ def _events(ctx: Context, args: list[str]) -> Reply:
                  [e.to_dict() for e in entries])
 
 
+# -- pyned: cores ------------------------------------------------------------
+
+def _cores(ctx: Context, args: list[str]) -> Reply:
+    expect(args, 0, "cores")
+    rows, lines = [], []
+    for core in ctx.system.scheduler.cores:
+        running = core.current
+        threads = [{"name": n, "prio": p, "state": s} for n, p, s in core.threads()]
+        rows.append({"core": core.index, "running": running.name if running else None,
+                     "switches": core.switches, "holds": core.holds,
+                     "clear_us": round(core.clear_ns / 1e3, 1), "threads": threads})
+        lines.append(f"core{core.index}: running {running.name if running else 'nothing'}, "
+                     f"switches {core.switches}, cleared ahead of a timer deadline "
+                     f"{core.holds} times (clearing takes about {core.clear_ns / 1e3:.0f} us)")
+        lines += [f"  {t['name']:<16} prio {t['prio']:<4} {t['state']}"
+                  for t in sorted(threads, key=lambda t: -t["prio"])]
+    return Reply("\n".join(lines), rows)
+
+
 # -- pyned: stats ------------------------------------------------------------
 
 def _sample(vm: Vm) -> dict[str, object]:
@@ -450,6 +469,8 @@ def register(reg: Registry) -> None:
                 "send CHANNEL TEXT  (\\n, \\r, \\xNN escapes in text mode)", _send,
                 complete=lambda c, w: _channels(c, w) if not w else [], waits=True),
         Command("ps", "pyned", "tasks and VMs: state, uptime, restarts, last exit", "ps", _ps),
+        Command("cores", "pyned", "platform cores: their vCPUs and priorities, switches, "
+                "clearings for a deadline", "cores", _cores),
         Command("pause", "pyned", "stop a VM's vCPUs (timers and devices go on)", "pause [VM]",
                 _pause, vm=True, complete=_vm_names, waits=True),
         Command("resume", "pyned", "let a paused VM run again", "resume [VM]", _resume, vm=True,

@@ -95,6 +95,12 @@ def test_uvmm_commands_inspect_running_vms():
         # The rtos idles in wfi between ticks: its timer interrupts come ahead of time.
         early = int(re.search(r"delivered ahead of their deadline \d+ \((\d+)/s\)", stats).group(1))
         assert 300 < early <= 1100, stats
+        cores = t.cmd("cores")
+        assert re.search(r"^core0: running .*, switches \d+, cleared ahead of a timer deadline "
+                         r"0 times", cores, re.MULTILINE), cores
+        assert re.search(r"^  vm1/cpu0 +prio \d+ +(running|runnable|blocked)$", cores,
+                         re.MULTILINE), cores
+        assert "cores" in help_text
 
         assert t.cmd("use vm2") == "VM commands go to vm2"
         devs = t.cmd("dev list")
@@ -190,7 +196,7 @@ def test_json_lines_requests_and_event_streams():
         assert c.request("nonsense")["error"].startswith("unknown command")
         assert c.request(["complete", "vm1 dev "])["result"] == sorted(
             ["list", "memmap"] + [d.path for d in b.system.guests[1].vm.devices])
-        assert c.request(["complete", "c"])["result"] == ["c", "cat", "complete", "connect", "cpu"]
+        assert c.request(["complete", "c"])["result"] == ["c", "cat", "complete", "connect", "cores", "cpu"]
         sub = c.request("subscribe", events=["state", "console"], channels=["vm1"])
         assert sub["result"] == {"state": True, "console": ["vm1"], "output": None}
         assert c.request("reset")["ok"]
