@@ -166,13 +166,15 @@ function M.start_vm(options)
   local cmdline = {}
 
   if type(options.fdt) ~= "table" then options.fdt = { options.fdt } end
+  -- Long forms: with ned's "-c" .. bootargs, an empty bootargs would make uvmm
+  -- take the next argument (the kernel, say) as the command line.
   for _, fdt in ipairs(options.fdt) do
     if type(fdt) ~= "string" then user_error("start_vm: option 'fdt' must name DTB files") end
-    cmdline[#cmdline + 1] = "-d" .. fdt
+    cmdline[#cmdline + 1] = "--dtb=" .. fdt
   end
-  if options.bootargs then cmdline[#cmdline + 1] = "-c" .. options.bootargs end
-  if options.rd then cmdline[#cmdline + 1] = "-r" .. options.rd end
-  if options.kernel then cmdline[#cmdline + 1] = "-k" .. options.kernel end
+  if options.bootargs then cmdline[#cmdline + 1] = "--cmdline=" .. options.bootargs end
+  if options.rd then cmdline[#cmdline + 1] = "--ramdisk=" .. options.rd end
+  if options.kernel then cmdline[#cmdline + 1] = "--kernel=" .. options.kernel end
   if options.ram_base then
     cmdline[#cmdline + 1] = string.format("-b0x%x", options.ram_base)
   end

@@ -120,7 +120,8 @@ def build_vm(inp: BuildInputs) -> Vm:
     if chosen is None:
         chosen = dt.ensure_node("/chosen")
     if opts.cmdline is not None:
-        chosen.set_property("bootargs", opts.cmdline)
+        # The fdt package refuses an empty string; "" in a DTB is its terminator alone.
+        chosen.set_property("bootargs", opts.cmdline or b"\0")
     top = first.end
     if opts.dtb_limit is not None:
         top = min(top, opts.dtb_limit)

@@ -23,6 +23,16 @@ def test_hello_boots_prints_and_powers_off():
     assert "vm1     | hello: pyned guest up" in b.output.data.decode()
 
 
+def test_empty_bootargs_are_an_empty_command_line():
+    # With uvmm's short option, "-c" and nothing after it took the next argument
+    # (the kernel) as the command line.
+    with Booted(source=PRE + 'vmm.start_vm{ id = 1, kernel = "rom/rtos.elf", '
+                'fdt = "rom/virt-r82.dtb", bootargs = "" }\n') as b:
+        b.expect("vm1", "rtos: started")
+        dt = b.system.guests[1].vm.dt
+        assert dt.raw(dt.node("/chosen"), "bootargs") == b"\0"
+
+
 def test_exit_code_through_syscon_is_the_status():
     status, b, err = run_script(PRE + HELLO % (1, ', bootargs = "exit=42"'))
     assert err is None and status == 42
