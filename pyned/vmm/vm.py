@@ -207,11 +207,11 @@ class CounterDeadlines:
     def __init__(self, clock: Clock, counter_hz: int,
                  on_error: Callable[[str, Exception], None] | None = None) -> None:
         self._clock = clock
-        self._ns_per_tick = 1_000_000_000 // counter_hz
+        self.ns_per_tick = 1_000_000_000 // counter_hz
         self.on_error = on_error
 
     def at_count(self, count: int, callback: Callable[[], None]) -> TimerHandle:
-        return self.at_ns(count * self._ns_per_tick, callback)
+        return self.at_ns(count * self.ns_per_tick, callback)
 
     def at_ns(self, deadline_ns: int, callback: Callable[[], None]) -> TimerHandle:
         def guarded() -> None:
@@ -305,11 +305,11 @@ class CpuDeadlines:
             handle.add(vm.deadlines.at_count(count, callback))
             return handle
         thread = vm.threads[self._cpu]
-        deadline = count * vm.ns_per_tick
+        deadline = count * vm.deadlines.ns_per_tick
         advance = thread.advance.ns if vm.timer_advance else 0
         if advance:
-            handle.add(vm.deadlines.at_ns(
-                deadline - advance, lambda: self._early(handle, thread, count, callback)))
+            handle.add(vm.deadlines.at_ns(deadline - advance, lambda: self._early(
+                handle, thread, count, deadline, callback)))
         else:
             handle.add(vm.deadlines.at_count(count, callback))
         lead = thread.core.reserve(thread, deadline - advance)
@@ -317,14 +317,14 @@ class CpuDeadlines:
             handle.add(lead)
         return handle
 
-    def _early(self, handle: _Deadline, thread: "VcpuThread", count: int,
+    def _early(self, handle: _Deadline, thread: "VcpuThread", count: int, deadline: int,
                callback: Callable[[], None]) -> None:
         if thread.executing:
             # Guest code running now could see the timer fire before its count.
             handle.add(self._vm.deadlines.at_count(count, callback))
             return
         # Before the line rises: a vCPU dispatched from now on waits for the count.
-        thread.enter_at = max(thread.enter_at, count * self._vm.ns_per_tick)
+        thread.enter_at = max(thread.enter_at, deadline)
         thread.delivered_at = now_ns()
         thread.advance.early += 1
         callback()
@@ -533,7 +533,6 @@ class Vm:
         self.timers: list[GenericTimer] = []
         self.clock = clock
         self.deadlines = CounterDeadlines(clock, counter_hz, self.device_failed)
-        self.ns_per_tick = 1_000_000_000 // counter_hz
         self.timer_advance = True   # deliver a blocked vCPU's timer interrupts early (TimerAdvance)
         self.vm_print = VmPrint(WriteSink(console_write))
         self.state = VmState.CREATED
@@ -824,7 +823,7 @@ class Vm:
 
     def counter(self) -> int:
         """CNTVCT as the guest reads it (Unicorn's counter is host monotonic time)."""
-        return time.monotonic_ns() // self.ns_per_tick
+        return time.monotonic_ns() // self.deadlines.ns_per_tick
 
     def _on_stop(self, thread: VcpuThread, exit_: Exit) -> RunResult | None:
         what = exit_.payload
