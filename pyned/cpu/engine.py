@@ -58,8 +58,8 @@ holds the GIL again by then, so the vCPU's thread sleeps on the GIL and the
 host takes 15-30 µs to wake it once the GIL is free. ``uc_pyned_stop_and_wait``
 stops and then spins (yielding the host CPU), its caller's GIL released,
 until the vCPU's thread says it is back in Python or a time limit passes;
-the stopping thread is then the one that waits for the GIL. That is what a deadline that preempts a running vCPU
-wants: the vCPU has the urgent work.
+the stopping thread is then the one that waits for the GIL. That is what a
+deadline that preempts a running vCPU wants: the vCPU has the urgent work.
 """
 
 from __future__ import annotations
