@@ -95,6 +95,8 @@ class Core:
         self._slice_over = False
         # (priority, until when): the core runs nothing below that priority.
         self._held: tuple[int, int] | None = None
+        # A reservation that came while its thread still ran: held when it blocks.
+        self._hold_on_block: tuple[Schedulable, int] | None = None
         self._clearing_since: int | None = None   # when the core was asked to clear
         self._stopped = False
         self.switches = 0
@@ -213,18 +215,27 @@ class Core:
 
     def _hold_for(self, ent: Schedulable, start_ns: int, until_ns: int) -> None:
         with self._cond:
-            if self._state.get(ent) != "blocked":
-                return   # running or queued: it needs no reservation
-            cur = self.current
+            state, cur = self._state.get(ent), self.current
+            if state == "running" and cur is ent:
+                # Still busy from its last deadline (a slow host, a long handler):
+                # the core must not go to a lower priority once it blocks.
+                self._hold_on_block = (ent, until_ns)
+                return
+            if state != "blocked":
+                return   # queued: it runs before any lower priority anyway
             if cur is not None and cur.prio >= ent.prio:
                 return
-            held = self._held
-            if held is None or held[0] <= ent.prio:
-                self._held = (ent.prio, max(until_ns, held[1]) if held else until_ns)
+            self._hold(ent.prio, until_ns)
             if cur is not None:
-                self.holds += 1
                 self._clearing_since = start_ns
                 self._preempt(self._dispatch)
+
+    def _hold(self, prio: int, until_ns: int) -> None:
+        """Run nothing below ``prio`` until ``until_ns`` (or until it runs); lock held."""
+        held = self._held
+        if held is None or held[0] <= prio:
+            self._held = (prio, max(until_ns, held[1]) if held else until_ns)
+        self.holds += 1
 
     def _preempt(self, dispatch: int) -> None:
         """Kick the running thread, and again until it has left the core."""
@@ -305,6 +316,7 @@ class Core:
                     if timer is not None:
                         timer.cancel()
                 self._slice_timer = self._rekick_timer = None
+                pending, self._hold_on_block = self._hold_on_block, None
                 if self._state.get(ent) != "running":
                     continue  # removed while running
                 if result == RunResult.EXIT:
@@ -312,6 +324,8 @@ class Core:
                     self._wake_pending.discard(ent)
                 elif result == RunResult.BLOCK and ent not in self._wake_pending:
                     self._state[ent] = "blocked"
+                    if pending is not None and pending[0] is ent and now_ns() < pending[1]:
+                        self._hold(ent.prio, pending[1])
                 else:
                     self._wake_pending.discard(ent)
                     self._make_runnable(ent, from_core=True)

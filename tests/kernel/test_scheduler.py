@@ -225,3 +225,48 @@ def test_a_reservation_for_a_thread_that_is_not_blocked_changes_nothing():
     core.stop()
     clock.stop()
     mid.kick(), low.kick()
+
+
+class Worker(TimedSleeper):
+    """Runs until told to stop working, then blocks."""
+
+    def __init__(self, name, prio):
+        super().__init__(name, prio)
+        self.go_idle = threading.Event()
+
+    def run(self):
+        self.go_idle.wait(2)
+        self.go_idle.clear()
+        return super().run()
+
+
+def test_a_reservation_that_finds_its_thread_still_running_holds_the_core_when_it_blocks(
+        monkeypatch):
+    # On a slow host the last tick's work can still run when the next deadline's
+    # reservation comes; the lower priority must not get the core in between.
+    monkeypatch.setattr(scheduler, "MAX_LEAD_NS", 30_000_000)
+    clock = Clock()
+    core = Core(0, clock, slice_ns=1_000_000_000)
+    low = TimedSpinner("low", 1)
+    core.add(low)
+    high = Worker("high", 5)
+    core.add(high)                    # preempts low; works
+    time.sleep(0.02)
+    core.clear_ns = 15_000_000        # lead 30 ms: the reservation comes at once
+    deadline = now_ns() + 25_000_000
+    assert core.reserve(high, deadline) is not None
+    time.sleep(0.005)
+    assert core.holds == 0            # nothing to clear yet: high has the core
+    high.go_idle.set()                # high blocks
+    assert high.ran.wait(1)
+    blocked = now_ns()
+    time.sleep((deadline - now_ns()) / 1e9)
+    assert core.holds == 1
+    assert not [t for t in low.entered if t > blocked]   # held, not given to low
+    high.go_idle.set()
+    core.wake(high)                   # the timer's interrupt
+    time.sleep(0.05)
+    assert high.runs == 2 and low.entered[-1] > deadline
+    core.stop()
+    clock.stop()
+    low.kick()
