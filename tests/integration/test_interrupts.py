@@ -43,20 +43,22 @@ def test_rtos_ticks_at_1khz_through_gicv3_and_the_virtual_timer(advance):
 @pytest.mark.parametrize("reserve", [True, False])
 def test_rtos_beside_a_busy_neighbour_on_the_same_core(reserve):
     status, b, err = run_script(PRE + '''
-vmm.start_vm{ id = 1, kernel = "rom/rtos.elf", fdt = "rom/virt-r82.dtb", bootargs = "seconds=2",
-              prio = 20, cpus = L4.Cpu_set:new(0) }
+vmm.start_vm{ id = 1, kernel = "rom/rtos.elf", fdt = "rom/virt-r82.dtb",
+              bootargs = "seconds=2 hz=250", prio = 20, cpus = L4.Cpu_set:new(0) }
 vmm.start_vm{ id = 2, kernel = "rom/busy.elf", fdt = "rom/virt-r82.dtb", bootargs = "seconds=3",
               prio = 1, cpus = 0x1 }
 ''', reserve=reserve)
     assert err is None and status == 0, b.text("vm1")
     lines = ticks(b.text("vm1"))
-    assert [t[0] for t in lines] == [1000, 2000]
-    assert "rtos: done ticks=2000 spurious=0" in b.text("vm1")
+    assert [t[0] for t in lines] == [250, 500]
+    assert "rtos: done ticks=500 spurious=0" in b.text("vm1")
     assert "busy: done" in b.text("vm2")
     # The rtos's timer deadlines cleared the core of busy ahead of time (Core.reserve),
-    # unless that was turned off (pyned boot --no-reserve).
+    # unless that was turned off (pyned boot --no-reserve). At 250 Hz a tick's work
+    # is over long before the next reservation even on a host the hypervisor stalls
+    # (at 1 kHz, CI once saw fewer than a quarter of the ticks find the rtos blocked).
     holds = b.system.scheduler.cores[0].holds
-    assert holds > 500 if reserve else holds == 0
+    assert holds > 125 if reserve else holds == 0
 
 
 @pytest.mark.parametrize("fdt,cpus", [("rom/virt-r82-2cpu.dtb", 2), ("rom/virt-r82.dtb", 1)])
